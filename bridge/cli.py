@@ -1,0 +1,232 @@
+"""The ``nvr-bridge`` command line: run, simulate, demo, check-config, discover.
+
+Exit codes: 0 success (also after a clean SIGTERM/SIGINT shutdown), 2 a configuration
+or usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+import yaml
+
+from bridge.config import BridgeConfig, ConfigError, load_config, masked, secrets_of
+
+EXIT_CONFIG = 2
+
+
+def _install_uvloop() -> None:
+    """Use uvloop when it is installed (faster event loop); plain asyncio otherwise."""
+    with contextlib.suppress(ImportError):
+        import uvloop  # noqa: PLC0415
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def _load(args: argparse.Namespace) -> BridgeConfig:
+    try:
+        return load_config(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"config error: {problem}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+def run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
+    """Run ``main(stop)`` with SIGTERM/SIGINT setting ``stop`` (a clean shutdown)."""
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    _install_uvloop()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(runner())
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the bridge until SIGTERM/SIGINT."""
+    config = _load(args)
+    from bridge.app import Bridge  # noqa: PLC0415 - keeps check-config light
+    from bridge.observability import configure_logging  # noqa: PLC0415
+
+    configure_logging(config.log_format, config.log_level, secrets_of(config))
+
+    async def main(stop: asyncio.Event) -> None:
+        bridge = Bridge(config)
+        waiter = asyncio.create_task(stop.wait(), name="signal-wait")
+        runner = asyncio.create_task(bridge.run(), name="bridge")
+        done, _ = await asyncio.wait({waiter, runner}, return_when=asyncio.FIRST_COMPLETED)
+        if waiter in done:
+            bridge.stop()
+        else:
+            waiter.cancel()
+        await runner
+
+    run_until_signal(main)
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate the configuration and print it with secrets masked."""
+    config = _load(args)
+    text = yaml.safe_dump(masked(config), sort_keys=False, default_flow_style=False)
+    print(text, end="")
+    if config.mqtt.is_tls and not config.mqtt.verify_tls:
+        print(
+            "warning: mqtt.verify_tls is false: any broker certificate is accepted",
+            file=sys.stderr,
+        )
+    for nvr in config.nvrs:
+        if nvr.is_tls and not nvr.verify_tls:
+            print(
+                f"warning: nvrs[{nvr.id}].verify_tls is false: any certificate is accepted",
+                file=sys.stderr,
+            )
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Serve a simulated NVR (or several) until SIGTERM/SIGINT."""
+    from bridge.observability import configure_logging  # noqa: PLC0415
+    from bridge.sim import run_simulator  # noqa: PLC0415
+
+    configure_logging(args.log_format, "info")
+
+    async def main(stop: asyncio.Event) -> None:
+        serve = asyncio.create_task(
+            run_simulator(
+                host=args.host,
+                port=args.port,
+                channels=args.channels,
+                username=None if args.no_auth else args.username,
+                password=args.password,
+                traffic=not args.quiet,
+                count=args.count,
+                discovery_port=args.discovery_port,
+                tls_cert=args.tls_cert,
+                tls_key=args.tls_key,
+            ),
+            name="simulator",
+        )
+        waiter = asyncio.create_task(stop.wait(), name="signal-wait")
+        await asyncio.wait({serve, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (serve, waiter):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serve
+
+    run_until_signal(main)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Broker, simulated NVR, bridge and a live view, all in this process."""
+    from bridge.demo import run_demo  # noqa: PLC0415
+
+    async def main(stop: asyncio.Event) -> None:
+        await run_demo(stop, broker=args.broker, channels=args.channels, duration=args.duration)
+
+    run_until_signal(main)
+    return 0
+
+
+def cmd_discover(args: argparse.Namespace) -> int:
+    """Find NVRs by the SDK's UDP discovery and print them."""
+    from bridge.discovery import discover, format_table  # noqa: PLC0415
+
+    devices = asyncio.run(
+        discover(target=args.target, port=args.port, timeout=args.timeout, interface=args.interface)
+    )
+    if args.json:
+        import orjson  # noqa: PLC0415
+
+        print(orjson.dumps([d.as_dict() for d in devices], option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(format_table(devices))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="nvr-bridge",
+        description="Bridge EverFocus NVR event streams and commands to MQTT.",
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", help="YAML configuration file (else BRIDGE_CONFIG_FILE)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="bridge every configured NVR until SIGTERM")
+    run.set_defaults(handler=cmd_run)
+
+    check = commands.add_parser("check-config", help="validate and print the configuration")
+    check.set_defaults(handler=cmd_check_config)
+
+    sim = commands.add_parser("simulate", help="serve a simulated NVR")
+    sim.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    sim.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
+    sim.add_argument("--channels", type=int, default=4, help="number of channels (default 4)")
+    sim.add_argument("--username", default="admin", help="login name (default admin)")
+    sim.add_argument("--password", default="admin", help="login password (default admin)")
+    sim.add_argument("--no-auth", action="store_true", help="require no login")
+    sim.add_argument("--quiet", action="store_true", help="no generated traffic")
+    sim.add_argument("--count", type=int, default=1, help="serve N NVRs on ports P..P+N-1")
+    sim.add_argument(
+        "--discovery-port",
+        type=int,
+        default=None,
+        help="answer UDP discovery on this port (31501 is the NVR's)",
+    )
+    sim.add_argument("--tls-cert", default=None, help="serve https/wss with this certificate")
+    sim.add_argument("--tls-key", default=None, help="private key of --tls-cert")
+    sim.add_argument("--log-format", default="console", choices=("json", "console"))
+    sim.set_defaults(handler=cmd_simulate)
+
+    demo = commands.add_parser("demo", help="everything on one machine, with a live view")
+    demo.add_argument(
+        "--broker",
+        default=None,
+        metavar="mqtt://host:port",
+        help="use this broker instead of the embedded one",
+    )
+    demo.add_argument("--channels", type=int, default=4, help="simulated channels")
+    demo.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop after this many seconds (default: until Ctrl-C)",
+    )
+    demo.set_defaults(handler=cmd_demo)
+
+    disc = commands.add_parser("discover", help="find NVRs on the LAN (UDP port 31501)")
+    disc.add_argument(
+        "--target",
+        default="255.255.255.255",
+        help="address to send the inquiry to (default: broadcast)",
+    )
+    disc.add_argument(
+        "--interface", default=None, help="local address to send from (picks the network interface)"
+    )
+    disc.add_argument("--port", type=int, default=31501, help="discovery port (default 31501)")
+    disc.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for answers")
+    disc.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    disc.set_defaults(handler=cmd_discover)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``nvr-bridge`` and ``python -m bridge``."""
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)

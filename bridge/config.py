@@ -1,0 +1,465 @@
+"""The bridge's configuration: environment variables and an optional YAML file.
+
+Environment variables (prefix ``BRIDGE_``) are flat, as CONTRACT.md section 2 names them;
+the YAML file (``BRIDGE_CONFIG_FILE`` or ``--config``) is nested and is the only way to
+describe more than one NVR. The environment wins over the file. Every model forbids
+unknown keys so that a typo is an error, not a silently ignored setting.
+
+Errors::
+
+    ConfigError            one or more problems, each a line "where: what (value)"
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Any, Literal, Self
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+CommandName = Literal[
+    "add_event",
+    "add_meta",
+    "manual_alarm",
+    "manual_record",
+    "set_pin",
+    "ptz",
+    "buzzer",
+    "snapshot",
+]
+COMMAND_NAMES: tuple[CommandName, ...] = (
+    "add_event",
+    "add_meta",
+    "manual_alarm",
+    "manual_record",
+    "set_pin",
+    "ptz",
+    "buzzer",
+    "snapshot",
+)
+NVR_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
+MASK = "**********"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``problems`` holds one readable line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _read_secret_file(path: str, what: str) -> SecretStr:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read {what} file {path!r}: {exc.strerror}") from None
+    return SecretStr(text.rstrip())
+
+
+def _check_url(url: str, schemes: tuple[str, ...], example: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ValueError(f"must look like {example} (scheme {' or '.join(schemes)}); got {url!r}")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ValueError(f"has an invalid port; got {url!r}") from None
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"must have no path, query or fragment; got {url!r}")
+    if parts.username or parts.password:
+        raise ValueError("must not carry credentials; use the username and password settings")
+    return url.rstrip("/")
+
+
+class NvrConfig(_Model):
+    """One NVR to bridge."""
+
+    id: str = Field(
+        default="nvr", description="The NVR's name in topics: letters, digits, '_' and '-'."
+    )
+    url: str = Field(description="http://host:port or https://host:port of the NVR.")
+    username: str | None = Field(default=None, description="NVR account; none: no login.")
+    password: SecretStr | None = Field(default=None, description="Password of the account.")
+    password_file: str | None = Field(
+        default=None, description="Read the password from this file (trailing space stripped)."
+    )
+    verify_tls: bool = Field(default=True, description="Verify the NVR's TLS certificate.")
+    ca_file: str | None = Field(default=None, description="CA bundle for a private NVR CA.")
+    commands: tuple[CommandName, ...] | None = Field(
+        default=None, description="Commands obeyed for this NVR; default: the global list."
+    )
+    max_inflight_commands: int = Field(
+        default=8, ge=1, le=256, description="REST commands in flight at once on this NVR."
+    )
+
+    @field_validator("id")
+    @classmethod
+    def _id_is_a_topic_level(cls, value: str) -> str:
+        if not NVR_ID_PATTERN.fullmatch(value):
+            raise ValueError(
+                f"must match [A-Za-z0-9_-]+ because it becomes a topic level; got {value!r}"
+            )
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_http(cls, value: str) -> str:
+        return _check_url(value, ("http", "https"), "http://192.168.1.10:80")
+
+    @model_validator(mode="after")
+    def _password_from_file(self) -> Self:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("set either password or password_file, not both")
+        if self.password_file is not None:
+            object.__setattr__(
+                self, "password", _read_secret_file(self.password_file, "NVR password")
+            )
+        return self
+
+    @property
+    def is_tls(self) -> bool:
+        """Whether the NVR is reached over https/wss."""
+        return self.url.startswith("https://")
+
+
+class MqttConfig(_Model):
+    """The MQTT broker and how the bridge talks to it."""
+
+    url: str = Field(default="mqtt://localhost:1883", description="mqtt:// or mqtts:// URL.")
+    username: str | None = Field(default=None, description="Broker account.")
+    password: SecretStr | None = Field(default=None, description="Broker password.")
+    password_file: str | None = Field(default=None, description="Read the password from a file.")
+    ca_file: str | None = Field(default=None, description="CA bundle for mqtts://.")
+    cert_file: str | None = Field(default=None, description="Client certificate for mqtts://.")
+    key_file: str | None = Field(default=None, description="Client key for mqtts://.")
+    verify_tls: bool = Field(default=True, description="Verify the broker's certificate.")
+    client_id: str = Field(
+        default_factory=lambda: f"nvr-bridge-{socket.gethostname()}",
+        description="MQTT client id; reused across reconnects for the persistent session.",
+    )
+    protocol: Literal["5", "3.1.1", "auto"] = Field(
+        default="auto", description="MQTT 5, 3.1.1, or auto: 5 falling back to 3.1.1."
+    )
+    qos: Literal[0, 1, 2] = Field(default=1, description="QoS of everything published.")
+    session_expiry: int = Field(
+        default=3600, ge=0, description="Seconds the broker keeps the session while away."
+    )
+    keepalive: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive seconds.")
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_mqtt(cls, value: str) -> str:
+        return _check_url(value, ("mqtt", "mqtts"), "mqtt://broker:1883")
+
+    @model_validator(mode="after")
+    def _password_and_tls_files(self) -> Self:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("set either password or password_file, not both")
+        if self.password_file is not None:
+            object.__setattr__(
+                self, "password", _read_secret_file(self.password_file, "MQTT password")
+            )
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together: set both or neither")
+        return self
+
+    @property
+    def host(self) -> str:
+        """The broker's host name."""
+        return urlsplit(self.url).hostname or "localhost"
+
+    @property
+    def port(self) -> int:
+        """The broker's port (1883, or 8883 for mqtts://, unless the URL names one)."""
+        return urlsplit(self.url).port or (8883 if self.is_tls else 1883)
+
+    @property
+    def is_tls(self) -> bool:
+        """Whether the broker is reached over TLS."""
+        return self.url.startswith("mqtts://")
+
+
+class BridgeConfig(_Model):
+    """Everything the bridge needs to run."""
+
+    nvrs: tuple[NvrConfig, ...] = Field(description="The NVRs to bridge (at least one).")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="The broker.")
+    base_topic: str = Field(default="everfocus", description="First level of every topic.")
+    http_port: int = Field(
+        default=9108, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz."
+    )
+    http_host: str = Field(default="0.0.0.0", description="Address the HTTP server binds.")  # noqa: S104
+    log_format: Literal["json", "console"] = Field(default="json", description="Log format.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Lowest level logged."
+    )
+    commands: tuple[CommandName, ...] = Field(
+        default=COMMAND_NAMES, description="Request topics obeyed; anything else is refused."
+    )
+    command_max_age: float = Field(
+        default=30, gt=0, description="Seconds after which a timestamped request is expired."
+    )
+    spool_dir: str | None = Field(
+        default=None, description="Keep the outbound buffer durable on disk in this folder."
+    )
+    buffer_size: int = Field(
+        default=100_000, ge=10, description="Messages the outbound buffer holds at most."
+    )
+    backoff_initial: float = Field(
+        default=0.5, gt=0, description="First reconnect delay (seconds), doubled each failure."
+    )
+    backoff_max: float = Field(default=30, gt=0, description="Largest reconnect delay.")
+    ws_ping_interval: float = Field(
+        default=20, gt=0, description="Seconds between websocket pings to the NVR."
+    )
+    ws_ping_timeout: float = Field(
+        default=20, gt=0, description="Seconds without a pong before a stream is dead."
+    )
+    login_concurrency: int = Field(
+        default=16, ge=1, description="NVR logins in progress at once across the fleet."
+    )
+    ha_discovery: bool = Field(default=False, description="Publish Home Assistant discovery.")
+    ha_prefix: str = Field(default="homeassistant", description="Home Assistant's prefix.")
+
+    @field_validator("base_topic")
+    @classmethod
+    def _base_topic_is_plain(cls, value: str) -> str:
+        if not value or any(c in value for c in "+#\x00") or value.startswith("/"):
+            raise ValueError(f"must be a non-empty topic without wildcards; got {value!r}")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Self:
+        if not self.nvrs:
+            raise ValueError("no NVR configured: set BRIDGE_NVR_URL or list nvrs in the file")
+        seen: set[str] = set()
+        for nvr in self.nvrs:
+            if nvr.id in seen:
+                raise ValueError(f"NVR id {nvr.id!r} is used twice; ids must be unique")
+            seen.add(nvr.id)
+        if self.backoff_max < self.backoff_initial:
+            raise ValueError("backoff_max must be at least backoff_initial")
+        return self
+
+    def commands_for(self, nvr: NvrConfig) -> frozenset[str]:
+        """The commands this NVR obeys: its own list, else the global one."""
+        return frozenset(nvr.commands if nvr.commands is not None else self.commands)
+
+
+class _Environment(BaseSettings):
+    """The flat ``BRIDGE_*`` environment variables, read as text and mapped below."""
+
+    model_config = SettingsConfigDict(env_prefix="BRIDGE_", extra="ignore")
+
+    config_file: str | None = None
+    nvr_url: str | None = None
+    nvr_username: str | None = None
+    nvr_password: str | None = None
+    nvr_password_file: str | None = None
+    nvr_id: str | None = None
+    nvr_verify_tls: str | None = None
+    nvr_ca_file: str | None = None
+    nvr_max_inflight_commands: str | None = None
+    mqtt_url: str | None = None
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
+    mqtt_password_file: str | None = None
+    mqtt_ca_file: str | None = None
+    mqtt_cert_file: str | None = None
+    mqtt_key_file: str | None = None
+    mqtt_verify_tls: str | None = None
+    mqtt_client_id: str | None = None
+    mqtt_protocol: str | None = None
+    mqtt_qos: str | None = None
+    mqtt_session_expiry: str | None = None
+    mqtt_keepalive: str | None = None
+    base_topic: str | None = None
+    http_port: str | None = None
+    http_host: str | None = None
+    log_format: str | None = None
+    log_level: str | None = None
+    commands: str | None = None
+    command_max_age: str | None = None
+    spool_dir: str | None = None
+    buffer_size: str | None = None
+    backoff_initial: str | None = None
+    backoff_max: str | None = None
+    login_concurrency: str | None = None
+    ws_ping_interval: str | None = None
+    ws_ping_timeout: str | None = None
+    ha_discovery: str | None = None
+    ha_prefix: str | None = None
+
+
+def _split_commands(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _environment_overrides(
+    env: _Environment,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Split the set environment variables into (top level, mqtt, nvr) overrides."""
+    top: dict[str, Any] = {}
+    mqtt: dict[str, Any] = {}
+    nvr: dict[str, Any] = {}
+    for name, value in env.model_dump(exclude_none=True).items():
+        if name == "config_file":
+            continue
+        if name.startswith("nvr_"):
+            nvr[name.removeprefix("nvr_")] = value
+        elif name.startswith("mqtt_"):
+            mqtt[name.removeprefix("mqtt_")] = value
+        elif name == "commands":
+            top[name] = _split_commands(value)
+        else:
+            top[name] = value
+    return top, mqtt, nvr
+
+
+def _load_yaml(path: str) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"config file {path!r}: cannot read it ({exc.strerror})"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"config file {path!r}: not valid YAML ({exc})"]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"config file {path!r}: must hold a mapping at the top level"])
+    if isinstance(data.get("commands"), str):
+        data["commands"] = _split_commands(data["commands"])
+    return data
+
+
+def _merge_nvr_overrides(data: dict[str, Any], nvr_env: dict[str, Any]) -> None:
+    """Apply ``BRIDGE_NVR_*`` to the file's NVR named by BRIDGE_NVR_ID, or its only one."""
+    nvrs = data.get("nvrs")
+    if nvrs is None:
+        nvrs = []
+    if not isinstance(nvrs, list):
+        raise ConfigError(["nvrs: must be a list of NVRs"])
+    data["nvrs"] = nvrs
+    if not nvr_env:
+        return
+    wanted = nvr_env.get("id")
+    if not nvrs:
+        nvrs.append(dict(nvr_env))
+        return
+    matches = [n for n in nvrs if isinstance(n, dict) and n.get("id", "nvr") == wanted]
+    if wanted is not None and matches:
+        matches[0].update(nvr_env)
+    elif len(nvrs) == 1 and isinstance(nvrs[0], dict):
+        nvrs[0].update(nvr_env)
+    elif wanted is not None:
+        nvrs.append(dict(nvr_env))
+    else:
+        raise ConfigError(
+            [
+                "BRIDGE_NVR_*: the config file lists several NVRs; set BRIDGE_NVR_ID to the "
+                "one the environment variables should change"
+            ]
+        )
+
+
+def _describe(error: Any) -> str:
+    location = ""
+    for part in error["loc"]:
+        location += f"[{part}]" if isinstance(part, int) else (f".{part}" if location else part)
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "missing":
+        message = "is required"
+    elif error["type"] == "extra_forbidden":
+        message = "is not a known setting (check its spelling)"
+    elif error["type"] == "literal_error" and "input" in error:
+        message = f"{message}; got {error['input']!r}"
+    return f"{location or 'config'}: {message}"
+
+
+def load_config(
+    config_file: str | None = None, environ: dict[str, str] | None = None
+) -> BridgeConfig:
+    """Build the configuration from ``environ`` (default: the process's) and a YAML file.
+
+    Raises ConfigError with every problem found, each on its own line.
+    """
+    env = (
+        _Environment.model_validate(_env_kwargs(environ)) if environ is not None else _Environment()
+    )
+    path = config_file or env.config_file
+    data: dict[str, Any] = _load_yaml(path) if path else {}
+    top, mqtt_env, nvr_env = _environment_overrides(env)
+    data.update(top)
+    if mqtt_env:
+        mqtt = data.get("mqtt") or {}
+        if not isinstance(mqtt, dict):
+            raise ConfigError(["mqtt: must be a mapping of broker settings"])
+        data["mqtt"] = {**mqtt, **mqtt_env}
+    _merge_nvr_overrides(data, nvr_env)
+    try:
+        return BridgeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError([_describe(e) for e in exc.errors()]) from None
+
+
+def _env_kwargs(environ: dict[str, str]) -> dict[str, str]:
+    """Turn a BRIDGE_* mapping into _Environment's field names (for tests and tools)."""
+    fields = _Environment.model_fields
+    out: dict[str, str] = {}
+    for key, value in environ.items():
+        name = key.lower().removeprefix("bridge_")
+        if key.upper().startswith("BRIDGE_") and name in fields:
+            out[name] = value
+    return out
+
+
+def masked(config: BridgeConfig) -> dict[str, Any]:
+    """The configuration as plain data with every secret replaced by a mask."""
+    data: dict[str, Any] = config.model_dump(mode="json")
+
+    def scrub(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {
+                k: (MASK if "password" in k and not k.endswith("_file") and v else scrub(v))
+                for k, v in node.items()
+            }
+        if isinstance(node, list):
+            return [scrub(item) for item in node]
+        return node
+
+    result: dict[str, Any] = scrub(data)
+    return result
+
+
+def secrets_of(config: BridgeConfig) -> list[str]:
+    """Every secret value in the configuration (for redacting logs)."""
+    values = [n.password.get_secret_value() for n in config.nvrs if n.password is not None]
+    if config.mqtt.password is not None:
+        values.append(config.mqtt.password.get_secret_value())
+    return [v for v in values if v]
+
+
+def environ_snapshot() -> dict[str, str]:
+    """The process's BRIDGE_* environment variables."""
+    return {k: v for k, v in os.environ.items() if k.startswith("BRIDGE_")}

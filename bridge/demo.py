@@ -1,0 +1,168 @@
+"""``nvr-bridge demo``: broker, simulated NVR, bridge and a live view in one process.
+
+Nothing else needs installing: the embedded broker is amqtt (MQTT 3.1.1 only, so the
+bridge's ``auto`` protocol falls back to 3.1.1), on port 1883 when it is free. The live
+view subscribes to everything under the base topic and prints each message as it flows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import sys
+import time
+from typing import Any, TextIO
+
+import aiomqtt
+from pydantic import SecretStr
+
+from bridge.app import Bridge
+from bridge.config import BridgeConfig, MqttConfig, NvrConfig
+from bridge.observability import configure_logging
+
+DEMO_NVR = "demo"
+BASE = "everfocus"
+
+
+def port_if_free(preferred: int, host: str = "127.0.0.1") -> int:
+    """``preferred`` when nothing listens on it, else a free ephemeral port."""
+    for candidate in (preferred, 0):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((host, candidate))
+            except OSError:
+                continue
+            port: int = probe.getsockname()[1]
+            return port
+    raise OSError("no free TCP port on " + host)
+
+
+async def start_embedded_broker(port: int) -> Any:
+    """Start amqtt on 127.0.0.1:port; returns the broker (call ``shutdown()``)."""
+    from amqtt.broker import Broker  # noqa: PLC0415 - only the demo needs it
+
+    config = {
+        "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+        "plugins": {
+            "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
+        },
+    }
+    broker = Broker(config)
+    await broker.start()
+    return broker
+
+
+class LiveView:
+    """Prints every MQTT message under the base topic, one readable line each."""
+
+    def __init__(self, host: str, port: int, out: TextIO = sys.stdout) -> None:
+        self._host = host
+        self._port = port
+        self._out = out
+        self.count = 0
+
+    async def run(self) -> None:
+        """Subscribe and print until cancelled; reconnects if the broker blips."""
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    self._host,
+                    self._port,
+                    identifier=f"nvr-bridge-demo-view-{os.getpid()}",
+                    protocol=aiomqtt.ProtocolVersion.V311,
+                ) as client:
+                    await client.subscribe(f"{BASE}/#", qos=0)
+                    async for message in client.messages:
+                        self._print(message)
+            except aiomqtt.MqttError:
+                await asyncio.sleep(1)
+
+    def _print(self, message: aiomqtt.Message) -> None:
+        self.count += 1
+        payload = message.payload
+        text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else str(payload)
+        if len(text) > 140:
+            text = text[:137] + "..."
+        clock = time.strftime("%H:%M:%S")
+        flag = " (retained)" if message.retain else ""
+        print(f"{clock}  {message.topic.value}{flag}\n          {text}", file=self._out, flush=True)
+
+
+def _banner(broker_url: str, host: str, port: int, sim_url: str, http_port: int) -> str:
+    return "\n".join(
+        [
+            "",
+            "nvr-bridge demo: a simulated NVR bridged to MQTT. Ctrl-C stops it.",
+            f"  MQTT broker     {broker_url}",
+            f"  simulated NVR   {sim_url}  (user admin, password admin)",
+            f"  metrics/health  http://127.0.0.1:{http_port}/metrics  /healthz  /readyz",
+            f"  watch it with   mosquitto_sub -h {host} -p {port} -t '{BASE}/#' -v",
+            f"  or MQTT Explorer at {host}:{port}",
+            "  try a command   "
+            f"mosquitto_pub -h {host} -p {port} -t '{BASE}/{DEMO_NVR}/request/buzzer' "
+            '-m \'{"timeout": 3, "transaction": "t1"}\'',
+            "",
+        ]
+    )
+
+
+async def run_demo(
+    stop: asyncio.Event,
+    *,
+    broker: str | None = None,
+    channels: int = 4,
+    duration: float | None = None,
+) -> None:
+    """Run the whole demo until ``stop`` is set or ``duration`` seconds pass."""
+    from bridge.sim import SimulatedNvr  # noqa: PLC0415
+
+    configure_logging("console", "warning")
+    embedded = None
+    if broker is None:
+        port = port_if_free(1883)
+        embedded = await start_embedded_broker(port)
+        broker_url = f"mqtt://127.0.0.1:{port}"
+        note = "embedded broker" + ("" if port == 1883 else " (1883 was busy)")
+    else:
+        broker_url = broker
+        note = "existing broker"
+    mqtt = MqttConfig(url=broker_url, client_id=f"nvr-bridge-demo-{os.getpid()}")
+    simulator = SimulatedNvr(channels=channels, traffic=True, traffic_rate=1.0)
+    await simulator.start()
+    config = BridgeConfig(
+        nvrs=(
+            NvrConfig(
+                id=DEMO_NVR, url=simulator.url, username="admin", password=SecretStr("admin")
+            ),
+        ),
+        mqtt=mqtt,
+        base_topic=BASE,
+        http_port=port_if_free(9108),
+        http_host="127.0.0.1",
+        log_format="console",
+        log_level="warning",
+    )
+    bridge = Bridge(config)
+    print(
+        _banner(f"{broker_url}  ({note})", mqtt.host, mqtt.port, simulator.url, config.http_port),
+        flush=True,
+    )
+    view = LiveView(mqtt.host, mqtt.port)
+    try:
+        async with asyncio.TaskGroup() as group:
+            bridge_task = group.create_task(bridge.run(), name="bridge")
+            view_task = group.create_task(view.run(), name="live-view")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(duration):
+                    await stop.wait()
+            bridge.stop()
+            await bridge_task
+            view_task.cancel()
+    finally:
+        await simulator.stop()
+        if embedded is not None:
+            with contextlib.suppress(Exception):
+                await embedded.shutdown()
+    print(f"\ndemo stopped after {view.count} messages", flush=True)

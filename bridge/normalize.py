@@ -1,0 +1,341 @@
+"""NVR stream messages to MQTT publications: pure functions, no I/O.
+
+A websocket frame becomes a list of validated messages (``parse_frame``,
+``validate_item``) and each message becomes ``(topic, payload, retain)`` publications
+(``Normalizer``) as CONTRACT.md section 4 describes. Everything here is deterministic
+given its inputs, so it is tested without sockets.
+
+Errors::
+
+    RejectedInput          a frame or an item that cannot be published
+     +-- FrameRejected     the whole frame (not JSON, not an object or array, too large)
+     +-- ItemRejected      one item of a frame (missing or mistyped fields)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from bridge.nvr.models import (
+    STREAM_MODELS,
+    CameraStatusMessage,
+    EventHookMessage,
+    ExceptionMessage,
+    MetaHookMessage,
+    NvrMessage,
+    StreamName,
+    SystemMessage,
+)
+
+MAX_FRAME_BYTES = 1024 * 1024
+MAX_LEVEL_CHARS = 1000
+STATE_VALUES = frozenset({"active", "inactive"})
+REDACTED = "***"
+
+# '/', '+', '#' and NUL (the contract's list), every whitespace character, and the other
+# characters MQTT forbids or brokers refuse in topics (controls, surrogates, noncharacters).
+_UNSAFE_LEVEL_CHARS = re.compile(r"[/+#\s\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff]")
+
+
+class RejectedInput(Exception):
+    """Input from the NVR that cannot be published; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class FrameRejected(RejectedInput):
+    """A whole websocket frame was rejected."""
+
+
+class ItemRejected(RejectedInput):
+    """One item of a frame was rejected; the frame's other items still count."""
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """One MQTT message to publish; ``stream`` labels metrics (None: the bridge's own)."""
+
+    topic: str
+    payload: bytes
+    retain: bool
+    nvr: str
+    stream: StreamName | None = None
+    correlation_data: bytes | None = None
+
+
+def sanitize_level(value: str) -> str:
+    """Make NVR text safe as one topic level: no separators, wildcards or forbidden chars."""
+    if len(value) > MAX_LEVEL_CHARS:
+        value = value[:MAX_LEVEL_CHARS]
+    return _UNSAFE_LEVEL_CHARS.sub("_", value) or "_"
+
+
+def format_timestamp(epoch_seconds: float) -> str:
+    """UTC ISO 8601 with milliseconds and ``Z``, as every payload's ``timestamp``."""
+    moment = datetime.fromtimestamp(epoch_seconds, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def redact_passwords(value: Any) -> Any:
+    """Replace every value whose key contains 'password' (any case, any depth) by ``***``."""
+    if isinstance(value, dict):
+        return {
+            key: REDACTED
+            if isinstance(key, str) and "password" in key.lower()
+            else redact_passwords(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [redact_passwords(item) for item in value]
+    return value
+
+
+def truncate_for_log(raw: str | bytes, limit: int = 1024) -> str:
+    """The first ``limit`` bytes of a frame as text, for a log line."""
+    data = raw.encode("utf-8", "replace") if isinstance(raw, str) else raw
+    text = data[:limit].decode("utf-8", "replace")
+    return text + "..." if len(data) > limit else text
+
+
+def parse_frame(raw: str | bytes) -> list[Any]:
+    """The JSON items of one text frame: an object is one item, an array its elements."""
+    size = len(raw.encode("utf-8", "replace")) if isinstance(raw, str) else len(raw)
+    if size > MAX_FRAME_BYTES:
+        raise FrameRejected(f"frame of {size} bytes exceeds the limit of {MAX_FRAME_BYTES}")
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise FrameRejected(f"frame is not valid JSON: {exc}") from None
+    if isinstance(document, dict):
+        return [document]
+    if isinstance(document, list):
+        return document
+    raise FrameRejected(
+        f"frame must be a JSON object or an array of objects, not {type(document).__name__}"
+    )
+
+
+def _describe_validation(error: ValidationError) -> str:
+    problems = []
+    for detail in error.errors(include_url=False):
+        where = ".".join(str(part) for part in detail["loc"]) or "item"
+        if detail["type"] == "missing":
+            problems.append(f"missing field {where!r}")
+        else:
+            got = repr(detail.get("input"))
+            if len(got) > 80:
+                got = got[:77] + "..."
+            problems.append(f"field {where!r}: {detail['msg']} (got {got})")
+    return "; ".join(problems)
+
+
+def validate_item(stream: StreamName, item: Any) -> NvrMessage:
+    """Check one item against its stream's model; ItemRejected says what is wrong."""
+    if not isinstance(item, dict):
+        raise ItemRejected(f"item must be a JSON object, not {type(item).__name__}")
+    try:
+        return STREAM_MODELS[stream].model_validate(item)
+    except ValidationError as exc:
+        raise ItemRejected(_describe_validation(exc)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """The topic names of one NVR (CONTRACT.md section 4)."""
+
+    base: str
+    nvr: str
+
+    @property
+    def bridge_state(self) -> str:
+        """The bridge's own online/offline topic (also its Last Will)."""
+        return f"{self.base}/bridge/state"
+
+    @property
+    def availability(self) -> str:
+        """The NVR's online/offline topic."""
+        return f"{self.base}/{self.nvr}/availability"
+
+    @property
+    def info(self) -> str:
+        """The NVR's identity and camera list."""
+        return f"{self.base}/{self.nvr}/info"
+
+    def channel(self, channel: int | None) -> str:
+        """The channel's topic prefix; ``system`` when the NVR gave no channel."""
+        level = "system" if channel is None else str(channel)
+        return f"{self.base}/{self.nvr}/channel/{level}"
+
+    def request_filter(self) -> str:
+        """The subscription that receives every command request for this NVR."""
+        return f"{self.base}/{self.nvr}/request/+"
+
+    def request(self, command: str) -> str:
+        """The request topic of one command."""
+        return f"{self.base}/{self.nvr}/request/{command}"
+
+    def response(self, command: str) -> str:
+        """Where the outcome of a command is published."""
+        return f"{self.base}/{self.nvr}/response/{sanitize_level(command)}"
+
+
+def _dumps(payload: Mapping[str, Any]) -> bytes:
+    return orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS)
+
+
+StatusKey = tuple[bool, bool, bool, bool | None]
+
+
+@dataclass(slots=True)
+class Normalizer:
+    """Maps one NVR's validated messages to publications, remembering camera status.
+
+    The NVR repeats every channel's status each second; only the first sight of a channel
+    and a change of one of its four fields are published. ``forget_status`` makes the next
+    report of every channel count as a first sight (after the stream reconnects).
+    """
+
+    topics: Topics
+    _status: dict[int, StatusKey] = field(default_factory=dict)
+    _dispatch: dict[str, Callable[[Any, str, bool], list[Publication]]] = field(
+        default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        self._dispatch = {
+            "event": self.event,
+            "meta": self.meta,
+            "exception": self.exception,
+            "status": self.status,
+            "message": self.message,
+        }
+
+    def forget_status(self) -> None:
+        """Treat every channel as unseen, so its next status is published."""
+        self._status.clear()
+
+    def normalize(
+        self, stream: StreamName, message: NvrMessage, timestamp: str, *, replayed: bool = False
+    ) -> list[Publication]:
+        """The publications of one validated message from ``stream``."""
+        return self._dispatch[stream](message, timestamp, replayed)
+
+    def event(self, msg: EventHookMessage, timestamp: str, replayed: bool) -> list[Publication]:
+        """An event, plus its retained state topic for ``active``/``inactive``."""
+        nvr = self.topics.nvr
+        topic = f"{self.topics.channel(msg.channel)}/event/{sanitize_level(msg.type)}"
+        payload: dict[str, Any] = {
+            "nvr": nvr,
+            "channel": msg.channel,
+            "type": msg.type,
+            "state": msg.state,
+            "timestamp": timestamp,
+        }
+        if replayed:
+            payload["replayed"] = True
+        out = [Publication(topic, _dumps(payload), False, nvr, "event")]
+        if msg.state in STATE_VALUES and not replayed:
+            out.append(Publication(f"{topic}/state", msg.state.encode(), True, nvr, "event"))
+        return out
+
+    def meta(self, msg: MetaHookMessage, timestamp: str, replayed: bool) -> list[Publication]:
+        """A metadata item, its data as the NVR sent it."""
+        nvr = self.topics.nvr
+        topic = f"{self.topics.channel(msg.channel)}/meta/{sanitize_level(msg.type)}"
+        payload: dict[str, Any] = {
+            "nvr": nvr,
+            "channel": msg.channel,
+            "type": msg.type,
+            "data": msg.data,
+            "timestamp": timestamp,
+        }
+        if replayed:
+            payload["replayed"] = True
+        return [Publication(topic, _dumps(payload), False, nvr, "meta")]
+
+    def exception(self, msg: ExceptionMessage, timestamp: str, replayed: bool) -> list[Publication]:
+        """A disk or system exception."""
+        nvr = self.topics.nvr
+        topic = f"{self.topics.base}/{nvr}/exception/{sanitize_level(msg.exception)}"
+        payload = {
+            "nvr": nvr,
+            "exception": msg.exception,
+            "target": msg.target,
+            "time": msg.time,
+            "timestamp": timestamp,
+        }
+        return [Publication(topic, _dumps(payload), False, nvr, "exception")]
+
+    def status(self, msg: CameraStatusMessage, timestamp: str, replayed: bool) -> list[Publication]:
+        """A channel's status, only when first seen or changed."""
+        key: StatusKey = (msg.online, msg.recording, msg.event, msg.manual)
+        if self._status.get(msg.channel) == key:
+            return []
+        self._status[msg.channel] = key
+        nvr = self.topics.nvr
+        payload = {
+            "nvr": nvr,
+            "channel": msg.channel,
+            "online": msg.online,
+            "recording": msg.recording,
+            "event": msg.event,
+            "manual": msg.manual,
+            "timestamp": timestamp,
+        }
+        topic = f"{self.topics.channel(msg.channel)}/status"
+        return [Publication(topic, _dumps(payload), True, nvr, "status")]
+
+    def message(self, msg: SystemMessage, timestamp: str, replayed: bool) -> list[Publication]:
+        """A system notification, with any password in its content masked."""
+        nvr = self.topics.nvr
+        topic = f"{self.topics.base}/{nvr}/message/{sanitize_level(msg.message)}"
+        payload = {
+            "nvr": nvr,
+            "message": msg.message,
+            "target": msg.target,
+            "content": redact_passwords(msg.content),
+            "time": msg.time,
+            "timestamp": timestamp,
+        }
+        return [Publication(topic, _dumps(payload), False, nvr, "message")]
+
+
+@dataclass(slots=True)
+class FrameOutcome:
+    """What one frame produced: publications, items read, and the rejections."""
+
+    publications: list[Publication] = field(default_factory=list)
+    received: int = 0
+    rejections: list[str] = field(default_factory=list)
+
+
+def process_frame(
+    normalizer: Normalizer, stream: StreamName, raw: str | bytes, timestamp: str
+) -> FrameOutcome:
+    """Parse, validate and normalize one frame; never raises for bad input."""
+    outcome = FrameOutcome()
+    try:
+        items = parse_frame(raw)
+    except FrameRejected as exc:
+        outcome.received = 1
+        outcome.rejections.append(exc.reason)
+        return outcome
+    outcome.received = len(items)
+    for index, item in enumerate(items):
+        try:
+            message = validate_item(stream, item)
+        except ItemRejected as exc:
+            where = f"item {index}: " if len(items) > 1 else ""
+            outcome.rejections.append(where + exc.reason)
+            continue
+        outcome.publications.extend(normalizer.normalize(stream, message, timestamp))
+    return outcome

@@ -1,0 +1,1 @@
+"""Everything that speaks the NVR's language: login, REST calls, websocket streams."""

@@ -1,0 +1,93 @@
+"""Pydantic models of the messages the NVR sends on its websocket streams.
+
+Field names are the SDK guide's (sections 2.8, 4.2, 4.4, 10.13, 10.14). Unknown extra
+fields are accepted and ignored (newer firmware adds some); a missing required field or a
+value of the wrong kind makes the item invalid.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+
+StreamName = Literal["event", "meta", "exception", "status", "message"]
+STREAM_NAMES: tuple[StreamName, ...] = ("event", "meta", "exception", "status", "message")
+
+# A channel number as the NVR sends it: an integer (JSON 1 or "1" is tolerated), or absent.
+Channel = int | None
+
+
+class NvrMessage(BaseModel):
+    """Base of every stream message: extra fields ignored, models immutable."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+
+class EventHookMessage(NvrMessage):
+    """An event from ``/meta/eventHook`` (section 4.2)."""
+
+    channel: Channel = Field(default=None, alias="ChannelID")
+    type: StrictStr = Field(alias="Type")
+    state: StrictStr = Field(alias="State")
+
+
+class MetaHookMessage(NvrMessage):
+    """A metadata item from ``/meta/metaHook`` (section 4.4)."""
+
+    channel: Channel = Field(default=None, alias="ChannelID")
+    type: StrictStr = Field(alias="Type")
+    data: StrictStr = Field(alias="Data")
+
+
+class ExceptionMessage(NvrMessage):
+    """An exception from ``/system/exceptionListen`` (section 10.13)."""
+
+    exception: StrictStr
+    target: Any = None
+    time: int
+
+
+class CameraStatusMessage(NvrMessage):
+    """One channel's status from ``/device/cameraStatus`` (section 2.8), sent every second."""
+
+    channel: int = Field(alias="ChannelID")
+    online: StrictBool = Field(alias="Online")
+    recording: StrictBool = Field(alias="Recording")
+    event: StrictBool = Field(alias="Event")
+    manual: StrictBool | None = Field(default=None, alias="Manual")
+
+
+class SystemMessage(NvrMessage):
+    """A notification from ``/system/messageListen`` (section 10.14)."""
+
+    message: StrictStr
+    time: int
+    target: Any = None
+    content: Any = None
+
+
+STREAM_MODELS: dict[StreamName, type[NvrMessage]] = {
+    "event": EventHookMessage,
+    "meta": MetaHookMessage,
+    "exception": ExceptionMessage,
+    "status": CameraStatusMessage,
+    "message": SystemMessage,
+}
+
+STREAM_PATHS: dict[StreamName, str] = {
+    "event": "/meta/eventHook",
+    "meta": "/meta/metaHook",
+    "exception": "/system/exceptionListen",
+    "status": "/device/cameraStatus",
+    "message": "/system/messageListen",
+}
+
+# The names the SDK guide gives the streams, used for task names and logs.
+STREAM_LABELS: dict[StreamName, str] = {
+    "event": "eventHook",
+    "meta": "metaHook",
+    "exception": "exceptionListen",
+    "status": "cameraStatus",
+    "message": "messageListen",
+}

@@ -1,0 +1,144 @@
+"""The long-lived websocket listener of one NVR stream.
+
+Each listener connects (with the NVR client's session cookie), reads frames, hands each
+to the pure ``process_frame`` and queues the publications; when the socket closes or
+fails, it reconnects with jittered exponential backoff, forever. The websocket library
+pings every 20 s and closes a connection whose pong is 20 s late, so a silent NVR is
+detected. A bad frame is counted, logged and skipped; it never ends the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import structlog
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from bridge.backoff import Backoff
+from bridge.mqtt import MqttLink
+from bridge.normalize import Normalizer, format_timestamp, process_frame, truncate_for_log
+from bridge.nvr.client import CredentialsRequired, LoginError, NvrClient
+from bridge.nvr.models import STREAM_LABELS, STREAM_PATHS, StreamName
+from bridge.observability import Metrics
+
+log = structlog.get_logger("bridge.stream")
+
+# A connection that stayed up this long was healthy: the next failure starts the
+# backoff from the beginning. Shorter ones (an NVR that accepts and closes at once)
+# keep growing it.
+STABLE_SECONDS = 10.0
+
+
+class StreamListener:
+    """Listens to one stream of one NVR and publishes what it reads (see module doc)."""
+
+    def __init__(
+        self,
+        stream: StreamName,
+        *,
+        client: NvrClient,
+        normalizer: Normalizer,
+        link: MqttLink,
+        metrics: Metrics,
+        backoff: Backoff,
+        on_state: Callable[[StreamName, bool], None],
+    ) -> None:
+        self.stream = stream
+        self.nvr = client.nvr
+        self._client = client
+        self._normalizer = normalizer
+        self._link = link
+        self._counters = metrics.stream(client.nvr, stream)
+        self._backoff = backoff
+        self._on_state = on_state
+        self._connections = 0
+
+    @property
+    def task_name(self) -> str:
+        """The supervised task's name, e.g. ``eventHook[lobby]``."""
+        return f"{STREAM_LABELS[self.stream]}[{self.nvr}]"
+
+    async def run(self) -> None:
+        """Connect, read and reconnect until cancelled."""
+        with structlog.contextvars.bound_contextvars(nvr=self.nvr, stream=self.stream):
+            while True:
+                connected_at = await self._connect_and_read()
+                if connected_at is not None and time.monotonic() - connected_at >= STABLE_SECONDS:
+                    self._backoff.reset()
+                await asyncio.sleep(self._backoff.next_delay())
+
+    async def _connect_and_read(self) -> float | None:
+        """One connection's life; returns when it started, or None if it never opened."""
+        connected_at: float | None = None
+        try:
+            websocket = await self._client.open_websocket(STREAM_PATHS[self.stream])
+            async with websocket:
+                connected_at = time.monotonic()
+                self._opened()
+                async for frame in websocket:
+                    self._handle(frame)
+                    await self._link.wait_for_room()
+            reason = _close_reason(websocket.close_code, websocket.close_reason)
+        except ConnectionClosed as exc:
+            close = exc.rcvd or exc.sent
+            reason = _close_reason(close.code if close else None, close.reason if close else "")
+        except CredentialsRequired as exc:
+            reason = exc.reason
+            log.error("stream needs credentials", reason=reason)
+        except LoginError:
+            reason = "login failed"  # the client logged the one clear line about it
+        except InvalidStatus as exc:
+            reason = f"handshake answered HTTP {exc.response.status_code}"
+        except (InvalidHandshake, OSError, TimeoutError) as exc:
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        finally:
+            if connected_at is not None:
+                self._closed()
+        if connected_at is not None:
+            log.warning("stream disconnected", reason=reason)
+        elif reason != "login failed":
+            log.warning("stream connect failed", reason=reason)
+        return connected_at
+
+    def _opened(self) -> None:
+        self._connections += 1
+        if self._connections > 1:
+            self._counters.reconnects.inc()
+        if self.stream == "status":
+            # Every channel's next report is published as a first sight.
+            self._normalizer.forget_status()
+        self._counters.connected.set(1)
+        log.info("stream connected", reconnects=self._connections - 1)
+        self._on_state(self.stream, True)
+
+    def _closed(self) -> None:
+        self._counters.connected.set(0)
+        self._on_state(self.stream, False)
+
+    def _handle(self, frame: str | bytes) -> None:
+        outcome = process_frame(self._normalizer, self.stream, frame, format_timestamp(time.time()))
+        counters = self._counters
+        if outcome.received:
+            counters.received.inc(outcome.received)
+        if outcome.rejections:
+            counters.invalid.inc(len(outcome.rejections))
+            log.warning(
+                "frame rejected",
+                reasons=outcome.rejections[:10],
+                rejected=len(outcome.rejections),
+                items=outcome.received,
+                frame=truncate_for_log(frame),
+            )
+        publish = self._link.publish
+        for publication in outcome.publications:
+            publish(publication)
+
+
+def _close_reason(code: int | None, reason: str | None) -> str:
+    if code is None:
+        return "connection lost without a close frame"
+    if code == 1011 and reason and "ping" in reason:
+        return "no pong from the NVR within the ping timeout"
+    return f"closed by the NVR (code {code}{': ' + reason if reason else ''})"

@@ -1,0 +1,293 @@
+"""Metrics, logging set-up and the health/metrics HTTP server.
+
+Every metric lives in the ``Metrics`` object's own registry (not the process-global one)
+so that several bridges can run in one process (tests, benchmarks). Label children are
+created once and cached: the hot path only increments.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from bridge.config import COMMAND_NAMES
+from bridge.nvr.models import STREAM_NAMES, StreamName
+
+# The *_created series double the scrape size and carry nothing dashboards use.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+COMMAND_OUTCOMES = ("ok", "error", "invalid", "refused")
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0)
+
+
+class StreamCounters:
+    """The cached counter children of one NVR's stream (the hot path's only metric cost)."""
+
+    __slots__ = ("connected", "dropped", "invalid", "published", "received", "reconnects")
+
+    def __init__(self, metrics: Metrics, nvr: str, stream: StreamName) -> None:
+        self.received = metrics.received.labels(nvr, stream)
+        self.published = metrics.published.labels(nvr, stream)
+        self.invalid = metrics.invalid.labels(nvr, stream)
+        self.dropped = metrics.dropped.labels(nvr, stream)
+        self.connected = metrics.stream_connected.labels(nvr, stream)
+        self.reconnects = metrics.reconnects.labels(nvr, stream)
+
+
+class Metrics:
+    """The bridge's Prometheus metrics (CONTRACT.md section 6)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        stream_labels = ("nvr", "stream")
+        self.received = Counter(
+            "nvr_bridge_messages_received",
+            "Items read from NVR streams, valid or not (a non-JSON frame counts as one).",
+            stream_labels,
+            registry=r,
+        )
+        self.published = Counter(
+            "nvr_bridge_messages_published",
+            "MQTT publishes of stream messages confirmed by the broker.",
+            stream_labels,
+            registry=r,
+        )
+        self.invalid = Counter(
+            "nvr_bridge_messages_invalid",
+            "Items rejected: not JSON, wrong shape, missing or mistyped fields, too large.",
+            stream_labels,
+            registry=r,
+        )
+        self.dropped = Counter(
+            "nvr_bridge_messages_dropped",
+            "Messages dropped from a full outbound buffer while the broker was away.",
+            stream_labels,
+            registry=r,
+        )
+        self.stream_connected = Gauge(
+            "nvr_bridge_stream_connected",
+            "1 while the stream's websocket is connected.",
+            stream_labels,
+            registry=r,
+        )
+        self.reconnects = Counter(
+            "nvr_bridge_stream_reconnects",
+            "Connections of a stream after its first one.",
+            stream_labels,
+            registry=r,
+        )
+        self.commands = Counter(
+            "nvr_bridge_commands",
+            "Command requests by outcome: ok, error (REST call failed), invalid, refused.",
+            ("nvr", "command", "outcome"),
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "nvr_bridge_nvr_request_seconds",
+            "Duration of REST calls to the NVR.",
+            ("nvr", "endpoint"),
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.logins = Counter(
+            "nvr_bridge_nvr_logins",
+            "Login attempts on the NVR by outcome (ok, refused, failed).",
+            ("nvr", "outcome"),
+            registry=r,
+        )
+        self.nvr_online = Gauge(
+            "nvr_bridge_nvr_online",
+            "1 while the NVR is logged in with all its streams up (its availability).",
+            ("nvr",),
+            registry=r,
+        )
+        self.mqtt_connected = Gauge(
+            "nvr_bridge_mqtt_connected", "1 while the broker is connected.", registry=r
+        )
+        self.queue_depth = Gauge(
+            "nvr_bridge_publish_queue_depth",
+            "Messages waiting in the outbound buffer (including unconfirmed ones).",
+            registry=r,
+        )
+        self._streams: dict[tuple[str, str], StreamCounters] = {}
+
+    def register_nvr(self, nvr: str, commands: Iterable[str] = COMMAND_NAMES) -> None:
+        """Create every series of one NVR at 0, so dashboards see it from start-up."""
+        for stream in STREAM_NAMES:
+            self._streams[(nvr, stream)] = StreamCounters(self, nvr, stream)
+        for command in commands:
+            for outcome in COMMAND_OUTCOMES:
+                self.commands.labels(nvr, command, outcome)
+        for outcome in ("ok", "refused", "failed"):
+            self.logins.labels(nvr, outcome)
+        self.nvr_online.labels(nvr).set(0)
+
+    def stream(self, nvr: str, stream: StreamName) -> StreamCounters:
+        """The cached counters of one NVR's stream."""
+        counters = self._streams.get((nvr, stream))
+        if counters is None:
+            counters = self._streams[(nvr, stream)] = StreamCounters(self, nvr, stream)
+        return counters
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+
+# --- logging -------------------------------------------------------------------------
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def _secret_scrubber(secrets: list[str]) -> Callable[[Any, str, MutableMapping[str, Any]], Any]:
+    """A processor that masks any configured secret that slipped into a log value."""
+
+    def scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        if not secrets:
+            return event
+        for key, value in event.items():
+            if isinstance(value, str) and any(s in value for s in secrets):
+                cleaned = value
+                for secret in secrets:
+                    cleaned = cleaned.replace(secret, "***")
+                event[key] = cleaned
+        return event
+
+    return scrub
+
+
+def _orjson_dumps(value: Any, **_: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+def configure_logging(fmt: str = "json", level: str = "info", secrets: Iterable[str] = ()) -> None:
+    """Structured logs on stdout: one JSON object per line, or readable console lines.
+
+    Third-party libraries' standard-library logs go through the same renderer at WARNING.
+    """
+    secret_list = [s for s in secrets if s]
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: Any
+    if fmt == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+        tail: list[Any] = []
+    else:
+        renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+        tail = [structlog.processors.dict_tracebacks]
+    structlog.configure(
+        processors=[*shared, *tail, _secret_scrubber(secret_list), renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *tail,
+                _secret_scrubber(secret_list),
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    # The demo's embedded broker logs every connection at WARNING and above; keep it quiet.
+    for noisy in ("amqtt", "transitions"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+
+
+# --- HTTP: /metrics, /healthz, /readyz ---------------------------------------------------
+
+
+class HealthServer:
+    """The aiohttp server of ``/metrics``, ``/healthz`` and ``/readyz``."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        *,
+        alive: Callable[[], list[str]],
+        not_ready: Callable[[], list[str]],
+        host: str,
+        port: int,
+    ) -> None:
+        self._metrics = metrics
+        self._alive = alive
+        self._not_ready = not_ready
+        self._host = host
+        self._port = port
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    def _app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/metrics", self._handle_metrics)
+        app.router.add_get("/healthz", self._handle_healthz)
+        app.router.add_get("/readyz", self._handle_readyz)
+        return app
+
+    async def start(self) -> None:
+        """Bind and serve; ``port`` holds the bound port (useful with port 0)."""
+        self._runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self._port
+
+    async def stop(self) -> None:
+        """Stop serving."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _handle_metrics(self, _: web.Request) -> web.Response:
+        return web.Response(
+            body=self._metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def _handle_healthz(self, _: web.Request) -> web.Response:
+        dead = self._alive()
+        if dead:
+            return _json_response({"status": "unhealthy", "dead": dead}, 503)
+        return _json_response({"status": "ok"}, 200)
+
+    async def _handle_readyz(self, _: web.Request) -> web.Response:
+        reasons = self._not_ready()
+        if reasons:
+            return _json_response({"ready": False, "reasons": reasons}, 503)
+        return _json_response({"ready": True}, 200)
+
+
+def _json_response(body: Mapping[str, Any], status: int) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")

@@ -1,0 +1,152 @@
+"""Everything the bridge runs for one NVR, under one task group.
+
+An ``NvrSupervisor`` owns the NVR's client (one HTTP session and login), its five stream
+listeners, its command runner and the task that publishes ``{base}/{nvr}/info`` after
+each login. It derives the NVR's availability from its streams: ``online`` while all five
+are connected (which implies a valid login), else ``offline``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+import structlog
+
+from bridge.backoff import Backoff
+from bridge.command_runner import CommandRunner
+from bridge.config import BridgeConfig, NvrConfig
+from bridge.mqtt import MqttLink
+from bridge.normalize import Normalizer, Publication, Topics, format_timestamp, redact_passwords
+from bridge.nvr.client import NvrClient, NvrError, NvrHttpError
+from bridge.nvr.models import STREAM_NAMES, StreamName
+from bridge.nvr.streams import StreamListener
+from bridge.observability import Metrics
+
+log = structlog.get_logger("bridge.nvr")
+
+INFO_ENDPOINTS = {"system": "/system/getSystemInfo", "cameras": "/device/cameraList"}
+
+
+class NvrSupervisor:
+    """Runs one NVR's streams, commands and info publishing (see module doc)."""
+
+    def __init__(
+        self,
+        config: BridgeConfig,
+        nvr: NvrConfig,
+        *,
+        link: MqttLink,
+        metrics: Metrics,
+        login_gate: asyncio.Semaphore,
+    ) -> None:
+        self.config = nvr
+        self.id = nvr.id
+        self.topics = Topics(config.base_topic, nvr.id)
+        self._link = link
+        self._metrics = metrics
+        self._login_seen = asyncio.Event()
+        self.client = NvrClient(
+            nvr,
+            metrics=metrics,
+            login_gate=login_gate,
+            backoff=Backoff(config.backoff_initial, config.backoff_max),
+            ping_interval=config.ws_ping_interval,
+            ping_timeout=config.ws_ping_timeout,
+            on_login=self._login_seen.set,
+        )
+        self.normalizer = Normalizer(self.topics)
+        self.listeners = [
+            StreamListener(
+                stream,
+                client=self.client,
+                normalizer=self.normalizer,
+                link=link,
+                metrics=metrics,
+                backoff=Backoff(config.backoff_initial, config.backoff_max),
+                on_state=self._stream_state,
+            )
+            for stream in STREAM_NAMES
+        ]
+        self.commands = CommandRunner(
+            topics=self.topics,
+            client=self.client,
+            link=link,
+            metrics=metrics,
+            allowed=config.commands_for(nvr),
+            max_age=config.command_max_age,
+            max_inflight=nvr.max_inflight_commands,
+        )
+        self._up: set[StreamName] = set()
+        self._online: bool | None = None
+        self._missing_info: set[str] = set()
+
+    @property
+    def online(self) -> bool:
+        """Whether all five streams are connected."""
+        return bool(self._online)
+
+    def streams_down(self) -> list[str]:
+        """The streams not connected right now."""
+        return [s for s in STREAM_NAMES if s not in self._up]
+
+    async def run(self) -> None:
+        """Run until cancelled; on the way out publish ``offline`` and close the session."""
+        self._set_online(online=False)
+        try:
+            async with asyncio.TaskGroup() as group:
+                for listener in self.listeners:
+                    group.create_task(listener.run(), name=listener.task_name)
+                group.create_task(self.commands.run(), name=f"commands[{self.id}]")
+                group.create_task(self._publish_info(), name=f"info[{self.id}]")
+        finally:
+            self._up.clear()
+            self._set_online(online=False)
+            await self.client.close()
+
+    def _stream_state(self, stream: StreamName, connected: bool) -> None:
+        if connected:
+            self._up.add(stream)
+        else:
+            self._up.discard(stream)
+        self._set_online(online=len(self._up) == len(STREAM_NAMES))
+
+    def _set_online(self, *, online: bool) -> None:
+        if online == self._online:
+            return
+        self._online = online
+        self._metrics.nvr_online.labels(self.id).set(1 if online else 0)
+        state = b"online" if online else b"offline"
+        self._link.publish(Publication(self.topics.availability, state, True, self.id))
+        log.info("nvr availability", nvr=self.id, availability=state.decode())
+
+    async def _publish_info(self) -> None:
+        """After each login, publish the NVR's identity and cameras (retained)."""
+        while True:
+            await self._login_seen.wait()
+            self._login_seen.clear()
+            info: dict[str, Any] = {"nvr": self.id}
+            for key, path in INFO_ENDPOINTS.items():
+                info[key] = await self._fetch_info(key, path)
+            info["timestamp"] = format_timestamp(time.time())
+            payload = orjson.dumps(info)
+            self._link.publish(Publication(self.topics.info, payload, True, self.id))
+
+    async def _fetch_info(self, key: str, path: str) -> Any:
+        try:
+            answer = await self.client.call("GET", path)
+        except NvrHttpError as exc:
+            if exc.status == 404:
+                if key not in self._missing_info:
+                    self._missing_info.add(key)
+                    log.info("nvr does not serve", nvr=self.id, endpoint=path, status=404)
+                return None
+            log.warning("nvr info failed", nvr=self.id, endpoint=path, error=exc.reason)
+            return None
+        except NvrError as exc:
+            log.warning("nvr info failed", nvr=self.id, endpoint=path, error=exc.reason)
+            return None
+        self._missing_info.discard(key)
+        return redact_passwords(answer.body)
