@@ -55,6 +55,7 @@ class CommandRunner:
         allowed: frozenset[str],
         max_age: float,
         max_inflight: int,
+        timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._topics = topics
@@ -64,6 +65,7 @@ class CommandRunner:
         self._allowed = allowed
         self._max_age = max_age
         self._max_inflight = max_inflight
+        self._timeout = timeout
         self._clock = clock
         self._queue: deque[_Job] = deque()
         self._idle: deque[asyncio.Future[None]] = deque()
@@ -173,7 +175,7 @@ class CommandRunner:
         route = (job.reply_to, job.correlation)
         try:
             answer = await self._client.call(
-                call.method, call.path, params=call.params, body=call.body
+                call.method, call.path, params=call.params, body=call.body, timeout=self._timeout
             )
         except NvrError as exc:
             result = exc.body if isinstance(exc, NvrRejected | NvrHttpError) else None

@@ -218,6 +218,9 @@ class BridgeConfig(_Model):
     command_max_age: float = Field(
         default=30, gt=0, description="Seconds after which a timestamped request is expired."
     )
+    command_timeout: float = Field(
+        default=10, gt=0, description="Seconds a command's REST call may take before it fails."
+    )
     spool_dir: str | None = Field(
         default=None, description="Keep the outbound buffer durable on disk in this folder."
     )
@@ -299,6 +302,7 @@ class _Environment(BaseSettings):
     log_level: str | None = None
     commands: str | None = None
     command_max_age: str | None = None
+    command_timeout: str | None = None
     spool_dir: str | None = None
     buffer_size: str | None = None
     backoff_initial: str | None = None

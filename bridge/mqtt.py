@@ -239,6 +239,7 @@ class MqttLink:
 
     def _set_disconnected(self) -> None:
         self._connected.clear()
+        self._outbox.coalesce = True
         self._metrics.mqtt_connected.set(0)
         requeued = self._outbox.requeue_inflight()
         if requeued:
@@ -287,6 +288,7 @@ class MqttLink:
         async with client:
             self._client = client
             self._connected.set()
+            self._outbox.coalesce = False
             self._metrics.mqtt_connected.set(1)
             self._backoff.reset()
             if self._dropped_this_outage:

@@ -5,8 +5,10 @@ order, and ``ack``s each once the broker confirmed it (QoS 1/2) or it was writte
 (QoS 0). On a broker disconnect, ``requeue_inflight`` puts the unconfirmed ones back in
 front, so nothing accepted is lost and the order per topic holds.
 
-Retained state topics (camera status, event state, availability) are coalesced: only the
-latest value of a topic waits. When more non-retained messages wait than the bound, the
+While ``coalesce`` is on (the link turns it on while the broker is away), retained state
+topics (camera status, event state, availability) are coalesced: only the latest value of
+a topic waits. While the broker is connected every value is published, so subscribers
+see each transition. When more non-retained messages wait than the bound, the
 oldest one is dropped and reported to ``on_drop``.
 """
 
@@ -35,6 +37,7 @@ class Outbox:
 
     bound: int
     on_drop: Callable[[Publication], None] = lambda _: None
+    coalesce: bool = True
     _queue: deque[Entry] = field(default_factory=deque)
     _non_retained: deque[Entry] = field(default_factory=deque)
     _latest_retained: dict[str, Entry] = field(default_factory=dict)
@@ -61,7 +64,12 @@ class Outbox:
         self._depth += 1
         if publication.retain:
             previous = self._latest_retained.get(publication.topic)
-            if previous is not None and previous.alive and not previous.inflight:
+            if (
+                self.coalesce
+                and previous is not None
+                and previous.alive
+                and not previous.inflight
+            ):
                 previous.alive = False
                 self._depth -= 1
             self._latest_retained[publication.topic] = entry

@@ -78,6 +78,7 @@ class NvrSupervisor:
             allowed=config.commands_for(nvr),
             max_age=config.command_max_age,
             max_inflight=nvr.max_inflight_commands,
+            timeout=config.command_timeout,
         )
         self._up: set[StreamName] = set()
         self._online: bool | None = None
