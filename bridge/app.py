@@ -16,6 +16,7 @@ import structlog
 
 from bridge.backoff import Backoff
 from bridge.config import BridgeConfig
+from bridge.homeassistant import DiscoveryRegistry
 from bridge.mqtt import InboundMessage, MqttLink
 from bridge.observability import HealthServer, Metrics
 from bridge.supervisor import NvrSupervisor
@@ -39,10 +40,26 @@ class Bridge:
             backoff=Backoff(config.backoff_initial, config.backoff_max),
         )
         self._login_gate = asyncio.Semaphore(config.login_concurrency)
+        self.discovery = DiscoveryRegistry(
+            base=config.base_topic,
+            prefix=config.ha_prefix,
+            enabled_nvrs=frozenset(n.id for n in config.nvrs)
+            if config.ha_discovery
+            else frozenset(),
+            publish=self.link.publish,
+        )
+        # Always read back earlier discovery lists, so turning discovery off clears it.
+        self.link.subscribe(self.discovery.registry_filter)
+        self._discovery_prefix = f"{config.base_topic}/bridge/discovery/"
         self.nvrs: dict[str, NvrSupervisor] = {}
         for nvr in config.nvrs:
             supervisor = NvrSupervisor(
-                config, nvr, link=self.link, metrics=self.metrics, login_gate=self._login_gate
+                config,
+                nvr,
+                link=self.link,
+                metrics=self.metrics,
+                login_gate=self._login_gate,
+                on_info=self.discovery.announce if config.ha_discovery else None,
             )
             self.nvrs[nvr.id] = supervisor
             self.metrics.register_nvr(nvr.id, sorted(config.commands_for(nvr)))
@@ -83,6 +100,9 @@ class Bridge:
         return [name for name, task in self._tasks.items() if task.done()]
 
     def _route(self, message: InboundMessage) -> None:
+        if message.topic.startswith(self._discovery_prefix):
+            self.discovery.recall(message.topic, message.payload)
+            return
         if not message.topic.startswith(self._base_prefix):
             return
         levels = message.topic[len(self._base_prefix) :].split("/")

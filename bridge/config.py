@@ -118,6 +118,8 @@ class NvrConfig(_Model):
             raise ValueError(
                 f"must match [A-Za-z0-9_-]+ because it becomes a topic level; got {value!r}"
             )
+        if value == "bridge":
+            raise ValueError("'bridge' is reserved for the bridge's own topics; pick another id")
         return value
 
     @field_validator("url")

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
-from aiomqtt.exceptions import MqttConnectError
 import structlog
+from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -41,8 +42,10 @@ class NvrSupervisor:
         link: MqttLink,
         metrics: Metrics,
         login_gate: asyncio.Semaphore,
+        on_info: Callable[[Topics, dict[str, Any]], None] | None = None,
     ) -> None:
         self.config = nvr
+        self._on_info = on_info
         self.id = nvr.id
         self.topics = Topics(config.base_topic, nvr.id)
         self._link = link
@@ -134,6 +137,8 @@ class NvrSupervisor:
             info["timestamp"] = format_timestamp(time.time())
             payload = orjson.dumps(info)
             self._link.publish(Publication(self.topics.info, payload, True, self.id))
+            if self._on_info is not None:
+                self._on_info(self.topics, info)
 
     async def _fetch_info(self, key: str, path: str) -> Any:
         try:
