@@ -19,6 +19,7 @@ from bridge.config import BridgeConfig
 from bridge.homeassistant import DiscoveryRegistry
 from bridge.mqtt import InboundMessage, MqttLink
 from bridge.observability import HealthServer, Metrics
+from bridge.spool import Spool
 from bridge.supervisor import NvrSupervisor
 
 log = structlog.get_logger("bridge")
@@ -32,12 +33,14 @@ class Bridge:
     def __init__(self, config: BridgeConfig, *, serve_http: bool = True) -> None:
         self.config = config
         self.metrics = Metrics()
+        self.spool = Spool(config.spool_dir) if config.spool_dir else None
         self.link = MqttLink(
             config.mqtt,
             bridge_state_topic=f"{config.base_topic}/bridge/state",
             metrics=self.metrics,
             buffer_size=config.buffer_size,
             backoff=Backoff(config.backoff_initial, config.backoff_max),
+            spool=self.spool,
         )
         self._login_gate = asyncio.Semaphore(config.login_concurrency)
         self.discovery = DiscoveryRegistry(
@@ -144,17 +147,24 @@ class Bridge:
         try:
             async with asyncio.TaskGroup() as group:
                 self._tasks["mqtt"] = group.create_task(self.link.run(), name="mqtt")
+                spool_task = (
+                    group.create_task(self.spool.run(), name="spool") if self.spool else None
+                )
                 for nvr in self.nvrs.values():
                     name = f"nvr[{nvr.id}]"
                     self._tasks[name] = group.create_task(nvr.run(), name=name)
                 await self._stop.wait()
                 log.info("bridge stopping")
-                nvr_tasks = [t for n, t in self._tasks.items() if n != "mqtt"]
+                nvr_tasks = [t for n, t in self._tasks.items() if n.startswith("nvr[")]
                 for task in nvr_tasks:
                     task.cancel()
                 await asyncio.wait(nvr_tasks)
                 await self.link.close(timeout=SHUTDOWN_FLUSH_SECONDS)
+                if spool_task is not None:
+                    spool_task.cancel()
         finally:
+            if self.spool is not None:
+                self.spool.close()
             if self.http is not None:
                 with contextlib.suppress(Exception):
                     await self.http.stop()

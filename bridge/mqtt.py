@@ -37,6 +37,7 @@ from bridge.config import MqttConfig
 from bridge.normalize import Publication
 from bridge.observability import Metrics
 from bridge.outbox import Entry, Outbox
+from bridge.spool import Spool
 
 log = structlog.get_logger("bridge.mqtt")
 
@@ -45,6 +46,7 @@ log = structlog.get_logger("bridge.mqtt")
 _PROTOCOL_REFUSED = frozenset({1, 132})
 PUBLISH_WINDOW = 64
 HIGH_WATER = 20_000
+SUBSCRIBE_BATCH = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,14 +92,18 @@ class MqttLink:
         metrics: Metrics,
         buffer_size: int = 100_000,
         backoff: Backoff | None = None,
-        outbox: Outbox | None = None,
+        spool: Spool | None = None,
     ) -> None:
         self._config = config
         self._state_topic = bridge_state_topic
         self._metrics = metrics
         self._backoff = backoff or Backoff()
-        self._outbox = outbox or Outbox(buffer_size, on_drop=self._dropped)
-        self._outbox.on_drop = self._dropped
+        self._outbox = Outbox(buffer_size, on_drop=self._dropped)
+        self._spool = spool
+        if spool is not None:
+            self._outbox.on_discard = spool.discarded
+            spool.restore(self._outbox)
+        metrics.queue_depth.set(self._outbox.depth)
         self._filters: list[str] = []
         self._handler: Callable[[InboundMessage], None] = lambda _: None
         self._wakeup = asyncio.Event()
@@ -144,7 +150,9 @@ class MqttLink:
 
     def publish(self, publication: Publication) -> None:
         """Queue a publication; never waits (the outbox is bounded, see ``Outbox``)."""
-        self._outbox.put(publication)
+        entry = self._outbox.put(publication)
+        if self._spool is not None:
+            self._spool.added(entry)
         self._metrics.queue_depth.set(self._outbox.depth)
         if self._outbox.depth >= HIGH_WATER:
             self._room.clear()
@@ -287,24 +295,15 @@ class MqttLink:
         client = self._new_client()
         async with client:
             self._client = client
-            self._connected.set()
-            self._outbox.coalesce = False
-            self._metrics.mqtt_connected.set(1)
-            self._backoff.reset()
-            if self._dropped_this_outage:
-                log.warning("mqtt outage dropped messages", dropped=self._dropped_this_outage)
-                self._dropped_this_outage = 0
-            log.info(
-                "mqtt connected",
-                url=self._config.url,
-                protocol=self.protocol,
-                client_id=self._config.client_id,
-                queued=self._outbox.depth,
-            )
-            await client.publish(self._state_topic, b"online", qos=self._config.qos, retain=True)
-            for topic_filter in self._filters:
-                await client.subscribe(topic_filter, qos=1)
             try:
+                await client.publish(
+                    self._state_topic, b"online", qos=self._config.qos, retain=True
+                )
+                # Subscribed before "connected": a request sent after readiness is heard.
+                for start in range(0, len(self._filters), SUBSCRIBE_BATCH):
+                    batch = self._filters[start : start + SUBSCRIBE_BATCH]
+                    await client.subscribe([(f, 1) for f in batch])
+                self._mark_connected()
                 async with asyncio.TaskGroup() as group:
                     group.create_task(self._receive(client), name="mqtt-receive")
                     for index in range(PUBLISH_WINDOW):
@@ -316,6 +315,23 @@ class MqttLink:
                 raise group_error.exceptions[0] from None
             finally:
                 self._set_disconnected()
+
+    def _mark_connected(self) -> None:
+        self._connected.set()
+        self._outbox.coalesce = False
+        self._metrics.mqtt_connected.set(1)
+        self._backoff.reset()
+        if self._dropped_this_outage:
+            log.warning("mqtt outage dropped messages", dropped=self._dropped_this_outage)
+            self._dropped_this_outage = 0
+        log.info(
+            "mqtt connected",
+            url=self._config.url,
+            protocol=self.protocol,
+            client_id=self._config.client_id,
+            queued=self._outbox.depth,
+        )
+        self._wake_all()
 
     async def _watch_closing(self) -> None:
         """End the session once close() is called and the outbox is flushed."""

@@ -37,6 +37,7 @@ class Outbox:
 
     bound: int
     on_drop: Callable[[Publication], None] = lambda _: None
+    on_discard: Callable[[Entry], None] = lambda _: None
     coalesce: bool = True
     _queue: deque[Entry] = field(default_factory=deque)
     _non_retained: deque[Entry] = field(default_factory=deque)
@@ -56,24 +57,24 @@ class Outbox:
         """Messages waiting to be sent (not in flight)."""
         return self._depth - len(self._inflight)
 
-    def put(self, publication: Publication) -> None:
-        """Accept a publication; never blocks. May drop the oldest non-retained one."""
+    def put(self, publication: Publication) -> Entry:
+        """Accept a publication; never blocks. May drop the oldest non-retained one.
+
+        ``on_discard`` hears of every entry that leaves the buffer for good: confirmed,
+        dropped, or superseded by a newer value of its retained topic.
+        """
         entry = Entry(self._next_seq, publication)
         self._next_seq += 1
         self._queue.append(entry)
         self._depth += 1
         if publication.retain:
             previous = self._latest_retained.get(publication.topic)
-            if (
-                self.coalesce
-                and previous is not None
-                and previous.alive
-                and not previous.inflight
-            ):
+            if self.coalesce and previous is not None and previous.alive and not previous.inflight:
                 previous.alive = False
                 self._depth -= 1
+                self.on_discard(previous)
             self._latest_retained[publication.topic] = entry
-            return
+            return entry
         self._non_retained.append(entry)
         self._non_retained_alive += 1
         while self._non_retained_alive > self.bound:
@@ -84,6 +85,8 @@ class Outbox:
             self._depth -= 1
             self._non_retained_alive -= 1
             self.on_drop(victim.publication)
+            self.on_discard(victim)
+        return entry
 
     def _pop_oldest_droppable(self) -> Entry | None:
         """Remove and return the oldest non-retained entry that is not being sent."""
@@ -114,6 +117,7 @@ class Outbox:
         entry.alive = False
         entry.inflight = False
         self._depth -= 1
+        self.on_discard(entry)
         if entry.publication.retain:
             if self._latest_retained.get(entry.publication.topic) is entry:
                 del self._latest_retained[entry.publication.topic]
@@ -135,6 +139,7 @@ class Outbox:
                 # A newer value of this retained topic waits already: this one is stale.
                 entry.alive = False
                 self._depth -= 1
+                self.on_discard(entry)
                 continue
             self._queue.appendleft(entry)
             requeued += 1

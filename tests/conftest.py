@@ -59,6 +59,7 @@ class BrokerProcess:
     port: int
     workdir: Path
     extra_conf: str = ""
+    persistent: bool = False
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -72,8 +73,16 @@ class BrokerProcess:
     def start(self) -> None:
         if self.kind == "mosquitto":
             conf = self.workdir / "mosquitto.conf"
+            if self.persistent:
+                # mosquitto started as root drops to its own user, which must write here.
+                self.workdir.chmod(0o777)
+            persistence = (
+                f"persistence true\npersistence_location {self.workdir}/\n"
+                if self.persistent
+                else "persistence false\n"
+            )
             conf.write_text(
-                f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{persistence}"
                 f"max_queued_messages 1000000\nmax_inflight_messages 0\n{self.extra_conf}"
             )
             command = ["mosquitto", "-c", str(conf)]
