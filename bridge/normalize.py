@@ -85,12 +85,20 @@ def format_timestamp(epoch_seconds: float) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# 'password' is the contract's rule; the SDK's network settings also name secrets
+# 'wifiPwd' and 'Pwd' (guide section 7.1), which the same rule must catch.
+_SECRET_KEY = re.compile(r"passw(or)?d|pwd", re.IGNORECASE)
+
+
 def redact_passwords(value: Any) -> Any:
-    """Replace every value whose key contains 'password' (any case, any depth) by ``***``."""
+    """Replace every value whose key names a password (any case, any depth) by ``***``.
+
+    Keys containing ``password``, ``passwd`` or ``pwd`` count.
+    """
     if isinstance(value, dict):
         return {
             key: REDACTED
-            if isinstance(key, str) and "password" in key.lower()
+            if isinstance(key, str) and _SECRET_KEY.search(key)
             else redact_passwords(item)
             for key, item in value.items()
         }
@@ -206,7 +214,7 @@ class Normalizer:
 
     topics: Topics
     _status: dict[int, StatusKey] = field(default_factory=dict)
-    _dispatch: dict[str, Callable[[Any, str, bool], list[Publication]]] = field(
+    _dispatch: dict[str, Callable[[Any, str, int | None], list[Publication]]] = field(
         default_factory=dict
     )
 
@@ -223,13 +231,30 @@ class Normalizer:
         """Treat every channel as unseen, so its next status is published."""
         self._status.clear()
 
-    def normalize(
-        self, stream: StreamName, message: NvrMessage, timestamp: str, *, replayed: bool = False
-    ) -> list[Publication]:
-        """The publications of one validated message from ``stream``."""
-        return self._dispatch[stream](message, timestamp, replayed)
+    @property
+    def channels_seen(self) -> frozenset[int]:
+        """The channels whose status the NVR reported since the last ``forget_status``."""
+        return frozenset(self._status)
 
-    def event(self, msg: EventHookMessage, timestamp: str, replayed: bool) -> list[Publication]:
+    def normalize(
+        self,
+        stream: StreamName,
+        message: NvrMessage,
+        timestamp: str,
+        *,
+        history_ms: int | None = None,
+    ) -> list[Publication]:
+        """The publications of one validated message from ``stream``.
+
+        ``history_ms`` marks an item replayed from the NVR's history after an outage: its
+        payload gets ``"replayed": true`` and ``"time"`` (when it happened, epoch ms), and
+        it sets no retained state (it is not the current state).
+        """
+        return self._dispatch[stream](message, timestamp, history_ms)
+
+    def event(
+        self, msg: EventHookMessage, timestamp: str, history_ms: int | None
+    ) -> list[Publication]:
         """An event, plus its retained state topic for ``active``/``inactive``."""
         nvr = self.topics.nvr
         topic = f"{self.topics.channel(msg.channel)}/event/{sanitize_level(msg.type)}"
@@ -240,14 +265,17 @@ class Normalizer:
             "state": msg.state,
             "timestamp": timestamp,
         }
-        if replayed:
+        if history_ms is not None:
             payload["replayed"] = True
+            payload["time"] = history_ms
         out = [Publication(topic, _dumps(payload), False, nvr, "event")]
-        if msg.state in STATE_VALUES and not replayed:
+        if msg.state in STATE_VALUES and history_ms is None:
             out.append(Publication(f"{topic}/state", msg.state.encode(), True, nvr, "event"))
         return out
 
-    def meta(self, msg: MetaHookMessage, timestamp: str, replayed: bool) -> list[Publication]:
+    def meta(
+        self, msg: MetaHookMessage, timestamp: str, history_ms: int | None
+    ) -> list[Publication]:
         """A metadata item, its data as the NVR sent it."""
         nvr = self.topics.nvr
         topic = f"{self.topics.channel(msg.channel)}/meta/{sanitize_level(msg.type)}"
@@ -258,11 +286,14 @@ class Normalizer:
             "data": msg.data,
             "timestamp": timestamp,
         }
-        if replayed:
+        if history_ms is not None:
             payload["replayed"] = True
+            payload["time"] = history_ms
         return [Publication(topic, _dumps(payload), False, nvr, "meta")]
 
-    def exception(self, msg: ExceptionMessage, timestamp: str, replayed: bool) -> list[Publication]:
+    def exception(
+        self, msg: ExceptionMessage, timestamp: str, history_ms: int | None
+    ) -> list[Publication]:
         """A disk or system exception."""
         nvr = self.topics.nvr
         topic = f"{self.topics.base}/{nvr}/exception/{sanitize_level(msg.exception)}"
@@ -275,7 +306,9 @@ class Normalizer:
         }
         return [Publication(topic, _dumps(payload), False, nvr, "exception")]
 
-    def status(self, msg: CameraStatusMessage, timestamp: str, replayed: bool) -> list[Publication]:
+    def status(
+        self, msg: CameraStatusMessage, timestamp: str, history_ms: int | None
+    ) -> list[Publication]:
         """A channel's status, only when first seen or changed."""
         key: StatusKey = (msg.online, msg.recording, msg.event, msg.manual)
         if self._status.get(msg.channel) == key:
@@ -294,7 +327,9 @@ class Normalizer:
         topic = f"{self.topics.channel(msg.channel)}/status"
         return [Publication(topic, _dumps(payload), True, nvr, "status")]
 
-    def message(self, msg: SystemMessage, timestamp: str, replayed: bool) -> list[Publication]:
+    def message(
+        self, msg: SystemMessage, timestamp: str, history_ms: int | None
+    ) -> list[Publication]:
         """A system notification, with any password in its content masked."""
         nvr = self.topics.nvr
         topic = f"{self.topics.base}/{nvr}/message/{sanitize_level(msg.message)}"
@@ -316,6 +351,7 @@ class FrameOutcome:
     publications: list[Publication] = field(default_factory=list)
     received: int = 0
     rejections: list[str] = field(default_factory=list)
+    messages: list[NvrMessage] = field(default_factory=list)
 
 
 def process_frame(
@@ -337,5 +373,6 @@ def process_frame(
             where = f"item {index}: " if len(items) > 1 else ""
             outcome.rejections.append(where + exc.reason)
             continue
+        outcome.messages.append(message)
         outcome.publications.extend(normalizer.normalize(stream, message, timestamp))
     return outcome

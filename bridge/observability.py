@@ -80,6 +80,12 @@ class Metrics:
             stream_labels,
             registry=r,
         )
+        self.replayed = Counter(
+            "nvr_bridge_messages_replayed",
+            "Items of a stream outage fetched from the NVR's history and published.",
+            stream_labels,
+            registry=r,
+        )
         self.stream_connected = Gauge(
             "nvr_bridge_stream_connected",
             "1 while the stream's websocket is connected.",

@@ -19,6 +19,7 @@ import structlog
 from bridge.backoff import Backoff
 from bridge.command_runner import CommandRunner
 from bridge.config import BridgeConfig, NvrConfig
+from bridge.homeassistant import cameras_from_info
 from bridge.mqtt import MqttLink
 from bridge.normalize import Normalizer, Publication, Topics, format_timestamp, redact_passwords
 from bridge.nvr.client import NvrClient, NvrError, NvrHttpError
@@ -51,6 +52,7 @@ class NvrSupervisor:
         self._link = link
         self._metrics = metrics
         self._login_seen = asyncio.Event()
+        self._stream_up = asyncio.Event()
         self.client = NvrClient(
             nvr,
             metrics=metrics,
@@ -70,6 +72,7 @@ class NvrSupervisor:
                 metrics=metrics,
                 backoff=Backoff(config.backoff_initial, config.backoff_max),
                 on_state=self._stream_state,
+                channels=self.known_channels,
             )
             for stream in STREAM_NAMES
         ]
@@ -86,11 +89,17 @@ class NvrSupervisor:
         self._up: set[StreamName] = set()
         self._online: bool | None = None
         self._missing_info: set[str] = set()
+        self._info: dict[str, Any] = {}
 
     @property
     def online(self) -> bool:
         """Whether all five streams are connected."""
         return bool(self._online)
+
+    def known_channels(self) -> list[int]:
+        """The NVR's channels: from its camera list, else from the status it reported."""
+        channels = {camera.channel for camera in cameras_from_info(self._info)}
+        return sorted(channels | self.normalizer.channels_seen)
 
     def streams_down(self) -> list[str]:
         """The streams not connected right now."""
@@ -113,6 +122,7 @@ class NvrSupervisor:
     def _stream_state(self, stream: StreamName, connected: bool) -> None:
         if connected:
             self._up.add(stream)
+            self._stream_up.set()
         else:
             self._up.discard(stream)
         self._set_online(online=len(self._up) == len(STREAM_NAMES))
@@ -131,10 +141,13 @@ class NvrSupervisor:
         while True:
             await self._login_seen.wait()
             self._login_seen.clear()
+            # Without credentials "logged in" is a formality: wait until the NVR answers.
+            await self._stream_up.wait()
             info: dict[str, Any] = {"nvr": self.id}
             for key, path in INFO_ENDPOINTS.items():
                 info[key] = await self._fetch_info(key, path)
             info["timestamp"] = format_timestamp(time.time())
+            self._info = info
             payload = orjson.dumps(info)
             self._link.publish(Publication(self.topics.info, payload, True, self.id))
             if self._on_info is not None:

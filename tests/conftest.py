@@ -88,7 +88,7 @@ class BrokerProcess:
             command = ["mosquitto", "-c", str(conf)]
         else:
             command = [sys.executable, str(HERE / "embedded_broker.py"), str(self.port)]
-        self.process = subprocess.Popen(  # noqa: S603
+        self.process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         wait_for_port(self.port)
@@ -251,7 +251,7 @@ class Received:
         return self.payload.decode()
 
     def json(self) -> Any:
-        import orjson  # noqa: PLC0415
+        import orjson
 
         return orjson.loads(self.payload)
 
@@ -288,7 +288,9 @@ class Watcher:
                 f"last topics: {topics}"
             ) from None
 
-    async def wait_topic(self, topic: str, count: int = 1, timeout: float = DEFAULT_WAIT) -> list[Received]:
+    async def wait_topic(
+        self, topic: str, count: int = 1, timeout: float = DEFAULT_WAIT
+    ) -> list[Received]:
         await self.wait_for(lambda: len(self.on(topic)) >= count, timeout, f"{count} on {topic}")
         return self.on(topic)
 
@@ -296,16 +298,22 @@ class Watcher:
         await self.client.publish(topic, payload, **kwargs)
 
     def _add(self, message: aiomqtt.Message) -> None:
-        payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+        payload = (
+            message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+        )
         correlation = None
         if message.properties is not None:
             correlation = getattr(message.properties, "CorrelationData", None)
-        self.messages.append(Received(message.topic.value, payload, bool(message.retain), correlation))
+        self.messages.append(
+            Received(message.topic.value, payload, bool(message.retain), correlation)
+        )
         self._changed.set()
 
 
 @contextlib.asynccontextmanager
-async def watch(broker: BrokerProcess, topic_filter: str, *, v5: bool | None = None) -> AsyncIterator[Watcher]:
+async def watch(
+    broker: BrokerProcess, topic_filter: str, *, v5: bool | None = None
+) -> AsyncIterator[Watcher]:
     """Subscribe to ``topic_filter`` and collect messages while the block runs."""
     use_v5 = broker.speaks_v5 if v5 is None else v5
     client = aiomqtt.Client(
@@ -319,7 +327,7 @@ async def watch(broker: BrokerProcess, topic_filter: str, *, v5: bool | None = N
 
         async def collect() -> None:
             async for message in client.messages:
-                watcher._add(message)  # noqa: SLF001
+                watcher._add(message)
 
         await client.subscribe(topic_filter, qos=1)
         task = asyncio.create_task(collect(), name="watcher")
@@ -343,7 +351,9 @@ async def eventually(
                     return result
                 await asyncio.sleep(0.01)
     except TimeoutError:
-        raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}") from None
+        raise AssertionError(
+            f"timed out after {timeout} s waiting for {what or predicate}"
+        ) from None
 
 
 async def all_streams_connected(sim: SimulatedNvr, count: int = 1) -> None:

@@ -105,7 +105,12 @@ async def test_each_command_makes_its_rest_call_and_answers_ok(
     assert answer["error"] is None
     assert answer["result"] is not None
     assert set(answer) == {"status", "command", "transaction", "result", "error"}
-    assert metric_value(running.bridge, "nvr_bridge_commands_total", nvr="nvr1", command=command, outcome="ok") == 1
+    assert (
+        metric_value(
+            running.bridge, "nvr_bridge_commands_total", nvr="nvr1", command=command, outcome="ok"
+        )
+        == 1
+    )
 
 
 INVALID = [
@@ -142,15 +147,30 @@ async def test_invalid_requests_get_an_error_and_make_no_rest_call(
     assert answer["status"] == "error"
     assert mentions in answer["error"]
     assert answer["result"] is None
-    assert [c for c in sim.calls if not c.path.startswith(("/system/getSystemInfo", "/device/cameraList"))] == []
-    assert metric_value(running.bridge, "nvr_bridge_commands_total", nvr="nvr1", command=command, outcome="invalid") == 1
+    assert [
+        c
+        for c in sim.calls
+        if not c.path.startswith(("/system/getSystemInfo", "/device/cameraList"))
+    ] == []
+    assert (
+        metric_value(
+            running.bridge,
+            "nvr_bridge_commands_total",
+            nvr="nvr1",
+            command=command,
+            outcome="invalid",
+        )
+        == 1
+    )
 
 
 @pytest.mark.parametrize(
     ("fault", "expect"),
     [("error", "Simulated failure"), ("http500", "HTTP 500"), ("slow", "did not answer")],
 )
-async def test_nvr_failures_give_an_error_response(broker, base_topic, sim, start_bridge, fault, expect):
+async def test_nvr_failures_give_an_error_response(
+    broker, base_topic, sim, start_bridge, fault, expect
+):
     """An NVR 'Result: Error', an HTTP 500 and a timeout each give status error."""
     sim.set_fault("/record/manualAlarm", fault, delay=3)
     async with watch(broker, f"{base_topic}/nvr1/response/#") as w:
@@ -158,16 +178,29 @@ async def test_nvr_failures_give_an_error_response(broker, base_topic, sim, star
             make_config(broker, base_topic, [nvr_config(sim)], command_timeout=0.5)
         )
         await running.wait_online()
-        await request(w, base_topic, "manual_alarm", {"channel": 1, "command": "start", "transaction": 7})
+        await request(
+            w, base_topic, "manual_alarm", {"channel": 1, "command": "start", "transaction": 7}
+        )
         answer = await response(w, base_topic, "manual_alarm", 7)
     assert answer["status"] == "error"
     assert expect in answer["error"]
     # Never retried: it may have reached the NVR.
     assert len(rest_calls(sim, "/record/manualAlarm")) == 1
-    assert metric_value(running.bridge, "nvr_bridge_commands_total", nvr="nvr1", command="manual_alarm", outcome="error") == 1
+    assert (
+        metric_value(
+            running.bridge,
+            "nvr_bridge_commands_total",
+            nvr="nvr1",
+            command="manual_alarm",
+            outcome="error",
+        )
+        == 1
+    )
 
 
-async def test_mqtt5_response_topic_gets_the_reply_with_correlation_data(broker, base_topic, sim, start_bridge):
+async def test_mqtt5_response_topic_gets_the_reply_with_correlation_data(
+    broker, base_topic, sim, start_bridge
+):
     """An MQTT 5 request with a Response Topic gets its reply there, with its Correlation Data."""
     if not broker.speaks_v5:
         pytest.skip("the embedded broker speaks MQTT 3.1.1 only")
@@ -193,7 +226,9 @@ async def test_disallowed_commands_are_refused(broker, base_topic, sim, start_br
             make_config(broker, base_topic, [nvr_config(sim)], commands=("buzzer",))
         )
         await running.wait_online()
-        await request(w, base_topic, "manual_alarm", {"channel": 1, "command": "start", "transaction": "x"})
+        await request(
+            w, base_topic, "manual_alarm", {"channel": 1, "command": "start", "transaction": "x"}
+        )
         await request(w, base_topic, "self_destruct", {"transaction": "y"})
         refused = await response(w, base_topic, "manual_alarm", "x")
         unknown = await response(w, base_topic, "self_destruct", "y")
@@ -201,8 +236,22 @@ async def test_disallowed_commands_are_refused(broker, base_topic, sim, start_br
     assert unknown["status"] == "error" and "unknown command" in unknown["error"]
     assert rest_calls(sim, "/record/manualAlarm") == []
     bridge = running.bridge
-    assert metric_value(bridge, "nvr_bridge_commands_total", nvr="nvr1", command="manual_alarm", outcome="refused") == 1
-    assert metric_value(bridge, "nvr_bridge_commands_total", nvr="nvr1", command="unknown", outcome="refused") == 1
+    assert (
+        metric_value(
+            bridge,
+            "nvr_bridge_commands_total",
+            nvr="nvr1",
+            command="manual_alarm",
+            outcome="refused",
+        )
+        == 1
+    )
+    assert (
+        metric_value(
+            bridge, "nvr_bridge_commands_total", nvr="nvr1", command="unknown", outcome="refused"
+        )
+        == 1
+    )
 
 
 async def test_retained_request_is_refused_and_not_executed(broker, base_topic, sim, start_bridge):
@@ -224,17 +273,31 @@ async def test_expired_request_is_not_executed(broker, base_topic, sim, start_br
         running = await start_bridge(make_config(broker, base_topic, [nvr_config(sim)]))
         await running.wait_online()
         old = int((time.time() - 120) * 1000)
-        await request(w, base_topic, "manual_alarm", {"channel": 1, "command": "start", "timestamp": old, "transaction": 1})
+        await request(
+            w,
+            base_topic,
+            "manual_alarm",
+            {"channel": 1, "command": "start", "timestamp": old, "transaction": 1},
+        )
         fresh = int(time.time() * 1000)
-        await request(w, base_topic, "manual_alarm", {"channel": 1, "command": "stop", "timestamp": fresh, "transaction": 2})
+        await request(
+            w,
+            base_topic,
+            "manual_alarm",
+            {"channel": 1, "command": "stop", "timestamp": fresh, "transaction": 2},
+        )
         expired = await response(w, base_topic, "manual_alarm", 1)
         ok = await response(w, base_topic, "manual_alarm", 2)
     assert expired["status"] == "error" and expired["error"].startswith("expired")
     assert ok["status"] == "ok"
-    assert [c.body for c in rest_calls(sim, "/record/manualAlarm")] == [{"channel": 1, "command": "stop"}]
+    assert [c.body for c in rest_calls(sim, "/record/manualAlarm")] == [
+        {"channel": 1, "command": "stop"}
+    ]
 
 
-async def test_a_burst_of_200_is_answered_within_the_inflight_bound(broker, base_topic, sim, start_bridge):
+async def test_a_burst_of_200_is_answered_within_the_inflight_bound(
+    broker, base_topic, sim, start_bridge
+):
     """200 requests at once: every one answered, never more than the bound at the NVR."""
     sim.set_fault("/system/callBuzzer", "slow", delay=0.02)
     nvr = nvr_config(sim, max_inflight_commands=4)
@@ -259,8 +322,12 @@ async def test_events_keep_flowing_while_commands_are_slow(broker, base_topic, s
         running = await start_bridge(make_config(broker, base_topic, [nvr_config(sim)]))
         await running.wait_online()
         for n in range(12):
-            await request(w, base_topic, "manual_record", {"channel": 1, "command": "start", "transaction": n})
-        await eventually(lambda: len(rest_calls(sim, "/record/manualRecord")) >= 8, what="8 slow calls")
+            await request(
+                w, base_topic, "manual_record", {"channel": 1, "command": "start", "transaction": n}
+            )
+        await eventually(
+            lambda: len(rest_calls(sim, "/record/manualRecord")) >= 8, what="8 slow calls"
+        )
         started = time.monotonic()
         await sim.push("event", {"ChannelID": 1, "Type": "Motion", "State": "once"})
         await w.wait_topic(f"{base_topic}/nvr1/channel/1/event/Motion", timeout=2)
@@ -310,7 +377,9 @@ async def test_request_before_login_is_queued_not_lost(broker, base_topic, sim, 
         client = aiomqtt.Client("127.0.0.1", broker.port, identifier=f"pub-{uuid.uuid4().hex[:6]}")
         async with client:
             await client.publish(
-                f"{base_topic}/nvr1/request/buzzer", orjson.dumps({"timeout": 1, "transaction": "late"}), qos=1
+                f"{base_topic}/nvr1/request/buzzer",
+                orjson.dumps({"timeout": 1, "transaction": "late"}),
+                qos=1,
             )
         again = await start_bridge(config)
         await again.wait_online()

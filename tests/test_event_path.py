@@ -25,10 +25,16 @@ async def test_every_stream_publishes_its_topic_and_payload(broker, base_topic, 
         await bridge.wait_online()
         await sim.push("event", {"ChannelID": 2, "Type": "Motion", "State": "active"})
         await sim.push("meta", {"ChannelID": 3, "Type": "LPR", "Data": "ABC-123"})
-        await sim.push("exception", {"exception": "DiskError", "target": "sda", "time": 1700000000000})
+        await sim.push(
+            "exception", {"exception": "DiskError", "target": "sda", "time": 1700000000000}
+        )
         await sim.push(
             "message",
-            {"message": "sysTimeChanged", "time": 1700000000001, "content": {"sysTimeChanged": True}},
+            {
+                "message": "sysTimeChanged",
+                "time": 1700000000001,
+                "content": {"sysTimeChanged": True},
+            },
         )
         prefix = f"{base_topic}/nvr1"
         event = (await w.wait_topic(f"{prefix}/channel/2/event/Motion"))[0]
@@ -40,7 +46,12 @@ async def test_every_stream_publishes_its_topic_and_payload(broker, base_topic, 
 
     body = event.json()
     assert set(body) == {"nvr", "channel", "type", "state", "timestamp"}
-    assert (body["nvr"], body["channel"], body["type"], body["state"]) == ("nvr1", 2, "Motion", "active")
+    assert (body["nvr"], body["channel"], body["type"], body["state"]) == (
+        "nvr1",
+        2,
+        "Motion",
+        "active",
+    )
     assert body["timestamp"].endswith("Z") and len(body["timestamp"]) == 24
     assert not event.retain
     assert state.text == "active"
@@ -55,7 +66,13 @@ async def test_every_stream_publishes_its_topic_and_payload(broker, base_topic, 
     assert message.json()["content"] == {"sysTimeChanged": True}
     assert message.json()["target"] is None
     assert set(status.json()) == {
-        "nvr", "channel", "online", "recording", "event", "manual", "timestamp"
+        "nvr",
+        "channel",
+        "online",
+        "recording",
+        "event",
+        "manual",
+        "timestamp",
     }
 
 
@@ -93,18 +110,24 @@ async def test_camera_status_is_published_on_first_sight_and_change_only(
         bridge = await start_bridge(make_config(broker, base_topic, [nvr_config(sim)]))
         await bridge.wait_online()
         await w.wait_for(lambda: len(w.messages) >= 1, what="first status")
-        ticks = metric_value(bridge.bridge, "nvr_bridge_messages_received_total", nvr="nvr1", stream="status")
+        ticks = metric_value(
+            bridge.bridge, "nvr_bridge_messages_received_total", nvr="nvr1", stream="status"
+        )
         # Wait for at least two more one-second reports of the NVR.
         await eventually(
-            lambda: metric_value(
-                bridge.bridge, "nvr_bridge_messages_received_total", nvr="nvr1", stream="status"
-            )
-            >= ticks + 8,
+            lambda: (
+                metric_value(
+                    bridge.bridge, "nvr_bridge_messages_received_total", nvr="nvr1", stream="status"
+                )
+                >= ticks + 8
+            ),
             timeout=5,
             what="two more status reports",
         )
         assert len(w.messages) == 1
-        await sim.push("status", [{"ChannelID": 1, "Online": False, "Recording": False, "Event": False}])
+        await sim.push(
+            "status", [{"ChannelID": 1, "Online": False, "Recording": False, "Event": False}]
+        )
         await w.wait_for(lambda: len(w.messages) >= 2, what="changed status")
     assert w.messages[0].retain is False or w.messages[0].retain is True
     assert w.messages[1].json()["online"] is False
@@ -129,27 +152,34 @@ async def test_retained_state_and_availability_reach_late_subscribers(
     assert late.on(f"{base_topic}/nvr1/availability")[-1].text == "online"
     assert late.on(f"{base_topic}/bridge/state")[-1].text == "online"
     assert not late.matching(f"{base_topic}/nvr1/channel/1/event/Motion") or all(
-        m.topic.endswith("/state") or m.topic.endswith("/status") for m in late.messages
+        m.topic.endswith("/state") or m.topic.endswith("/status")
+        for m in late.messages
         if "/channel/" in m.topic
     )
 
 
-async def test_all_streams_reconnect_after_the_nvr_drops_them(broker, base_topic, sim, start_bridge):
+async def test_all_streams_reconnect_after_the_nvr_drops_them(
+    broker, base_topic, sim, start_bridge
+):
     """Dropped websockets reconnect on their own; availability goes offline then online."""
     async with watch(broker, f"{base_topic}/nvr1/availability") as w:
         bridge = await start_bridge(make_config(broker, base_topic, [nvr_config(sim)]))
         await bridge.wait_online()
         await sim.drop_websockets()
         await w.wait_for(
-            lambda: [m.text for m in w.messages][-2:] == ["offline", "online"]
-            and len(w.messages) >= 3,
+            lambda: (
+                [m.text for m in w.messages][-2:] == ["offline", "online"] and len(w.messages) >= 3
+            ),
             what="offline then online",
         )
         await all_streams_connected(sim)
     for stream in ("event", "meta", "exception", "status", "message"):
-        assert metric_value(
-            bridge.bridge, "nvr_bridge_stream_reconnects_total", nvr="nvr1", stream=stream
-        ) >= 1
+        assert (
+            metric_value(
+                bridge.bridge, "nvr_bridge_stream_reconnects_total", nvr="nvr1", stream=stream
+            )
+            >= 1
+        )
     async with watch(broker, f"{base_topic}/nvr1/channel/4/event/#") as after:
         await sim.push("event", {"ChannelID": 4, "Type": "Motion", "State": "once"})
         await after.wait_for(lambda: after.messages, what="event after reconnect")
@@ -179,19 +209,28 @@ async def test_garbage_frames_are_counted_and_skipped(broker, base_topic, sim, s
         await sim.push("event", "this is not json {")
         await sim.push("event", "42")
         await sim.push("event", {"ChannelID": 1, "Type": "Motion"})  # missing State
-        await sim.push("event", [{"ChannelID": 1, "Type": 5, "State": "once"},
-                                 {"ChannelID": 2, "Type": "Motion", "State": "once"}])
+        await sim.push(
+            "event",
+            [
+                {"ChannelID": 1, "Type": 5, "State": "once"},
+                {"ChannelID": 2, "Type": "Motion", "State": "once"},
+            ],
+        )
         await sim.push("event", '{"Type": "' + "x" * (1024 * 1024 + 10) + '", "State": "once"}')
         await sim.push("event", {"ChannelID": 3, "Type": "Motion", "State": "once"})
         await w.wait_for(lambda: len(w.messages) >= 2, what="the two valid events")
     assert [m.json()["channel"] for m in w.messages] == [2, 3]
     bridge = running.bridge
     invalid = metric_value(bridge, "nvr_bridge_messages_invalid_total", nvr="nvr1", stream="event")
-    received = metric_value(bridge, "nvr_bridge_messages_received_total", nvr="nvr1", stream="event")
+    received = metric_value(
+        bridge, "nvr_bridge_messages_received_total", nvr="nvr1", stream="event"
+    )
     assert invalid == 5
     assert received == 7
     assert sim.clients("event") == 1
-    assert metric_value(bridge, "nvr_bridge_stream_reconnects_total", nvr="nvr1", stream="event") == 0
+    assert (
+        metric_value(bridge, "nvr_bridge_stream_reconnects_total", nvr="nvr1", stream="event") == 0
+    )
 
 
 async def test_refused_login_is_retried_until_accepted(broker, base_topic, sim, start_bridge):
@@ -203,7 +242,9 @@ async def test_refused_login_is_retried_until_accepted(broker, base_topic, sim, 
     assert not running.bridge.nvrs["nvr1"].online
     sim.login_mode = "ok"
     await running.wait_online(timeout=15)
-    refused = metric_value(running.bridge, "nvr_bridge_nvr_logins_total", nvr="nvr1", outcome="refused")
+    refused = metric_value(
+        running.bridge, "nvr_bridge_nvr_logins_total", nvr="nvr1", outcome="refused"
+    )
     assert refused >= 2
 
 
@@ -213,7 +254,9 @@ async def test_two_nvrs_in_one_process_have_separate_topics(broker, base_topic, 
 
     async with SimulatedNvr(channels=2) as one, SimulatedNvr(channels=2, username=None) as two:
         config = make_config(
-            broker, base_topic, [nvr_config(one, "front"), nvr_config(two, "back", username=None, password=None)]
+            broker,
+            base_topic,
+            [nvr_config(one, "front"), nvr_config(two, "back", username=None, password=None)],
         )
         async with watch(broker, f"{base_topic}/+/channel/+/event/#") as w:
             running = await start_bridge(config)
@@ -234,17 +277,24 @@ async def test_metrics_count_what_happened(broker, base_topic, sim, start_bridge
     await running.wait_online()
     bridge = running.bridge
     for stream in ("event", "meta", "exception", "status", "message"):
-        assert bridge.metrics.registry.get_sample_value(
-            "nvr_bridge_messages_invalid_total", {"nvr": "nvr1", "stream": stream}
-        ) == 0
+        assert (
+            bridge.metrics.registry.get_sample_value(
+                "nvr_bridge_messages_invalid_total", {"nvr": "nvr1", "stream": stream}
+            )
+            == 0
+        )
     n = 25
     await sim.push("event", [{"ChannelID": 1, "Type": "Motion", "State": "active"}] * n)
     await eventually(
-        lambda: metric_value(bridge, "nvr_bridge_messages_published_total", nvr="nvr1", stream="event")
-        >= 2 * n,
+        lambda: (
+            metric_value(bridge, "nvr_bridge_messages_published_total", nvr="nvr1", stream="event")
+            >= 2 * n
+        ),
         what="2N published",
     )
-    assert metric_value(bridge, "nvr_bridge_messages_received_total", nvr="nvr1", stream="event") == n
+    assert (
+        metric_value(bridge, "nvr_bridge_messages_received_total", nvr="nvr1", stream="event") == n
+    )
     assert metric_value(bridge, "nvr_bridge_stream_connected", nvr="nvr1", stream="event") == 1
     assert metric_value(bridge, "nvr_bridge_mqtt_connected") == 1
     await eventually(lambda: metric_value(bridge, "nvr_bridge_publish_queue_depth") == 0)

@@ -80,22 +80,34 @@ def test_channels_fall_back_to_counts_without_a_camera_list():
 
 
 @pytest.mark.asyncio
-async def test_discovery_is_published_and_cleared_when_the_nvr_is_removed(broker, base_topic, sim, start_bridge):
+async def test_discovery_is_published_and_cleared_when_the_nvr_is_removed(
+    broker, base_topic, sim, start_bridge
+):
     """Discovery appears after login; a restart without that NVR clears its configs."""
     prefix = f"{base_topic}-ha"
     async with watch(broker, f"{prefix}/#") as w:
         first = await start_bridge(
-            make_config(broker, base_topic, [nvr_config(sim, "gate")], ha_discovery=True, ha_prefix=prefix)
+            make_config(
+                broker, base_topic, [nvr_config(sim, "gate")], ha_discovery=True, ha_prefix=prefix
+            )
         )
         await first.wait_online()
-        await w.wait_for(lambda: any(m.topic.endswith("/buzzer/config") for m in w.messages), what="discovery")
+        await w.wait_for(
+            lambda: any(m.topic.endswith("/buzzer/config") for m in w.messages), what="discovery"
+        )
         published = {m.topic for m in w.messages if m.payload}
         await first.stop()
         from bridge.sim import SimulatedNvr
 
         async with SimulatedNvr() as other:
             second = await start_bridge(
-                make_config(broker, base_topic, [nvr_config(other, "yard")], ha_discovery=True, ha_prefix=prefix)
+                make_config(
+                    broker,
+                    base_topic,
+                    [nvr_config(other, "yard")],
+                    ha_discovery=True,
+                    ha_prefix=prefix,
+                )
             )
             await second.wait_online()
             await w.wait_for(
@@ -103,6 +115,9 @@ async def test_discovery_is_published_and_cleared_when_the_nvr_is_removed(broker
                 what="gate's configs cleared",
             )
             await w.wait_for(
-                lambda: any("nvr_bridge_" + base_topic + "_yard" in m.topic and m.payload for m in w.messages),
+                lambda: any(
+                    "nvr_bridge_" + base_topic + "_yard" in m.topic and m.payload
+                    for m in w.messages
+                ),
                 what="yard's configs",
             )

@@ -67,7 +67,9 @@ async def test_sigterm_shuts_down_cleanly_within_5_seconds(broker, base_topic):
         process = start_process(bridge_env(broker.url, sim.url, base_topic))
         try:
             await w.wait_for(
-                lambda: [m.text for m in w.on(f"{base_topic}/nvr1/availability")][-1:] == ["online"],
+                lambda: (
+                    [m.text for m in w.on(f"{base_topic}/nvr1/availability")][-1:] == ["online"]
+                ),
                 timeout=20,
                 what="online",
             )
@@ -99,7 +101,10 @@ async def test_sigterm_shuts_down_cleanly_within_5_seconds(broker, base_topic):
 
 async def test_last_will_marks_the_bridge_offline_when_killed(broker, base_topic):
     """SIGKILL leaves no chance to say goodbye: the broker publishes the Last Will."""
-    async with SimulatedNvr(password=SECRET) as sim, watch(broker, f"{base_topic}/bridge/state") as w:
+    async with (
+        SimulatedNvr(password=SECRET) as sim,
+        watch(broker, f"{base_topic}/bridge/state") as w,
+    ):
         process = start_process(bridge_env(broker.url, sim.url, base_topic))
         try:
             await w.wait_for(lambda: [m.text for m in w.messages][-1:] == ["online"], timeout=20)
@@ -113,9 +118,15 @@ async def test_last_will_marks_the_bridge_offline_when_killed(broker, base_topic
 
 async def test_check_config_masks_secrets_and_reports_problems(tmp_path: Path):
     """check-config prints the config with secrets masked; bad values exit 2, a line each."""
-    env = bridge_env("mqtts://broker:8883", "http://10.0.0.5", "everfocus", BRIDGE_MQTT_PASSWORD=SECRET)
+    env = bridge_env(
+        "mqtts://broker:8883", "http://10.0.0.5", "everfocus", BRIDGE_MQTT_PASSWORD=SECRET
+    )
     good = subprocess.run(
-        [sys.executable, "-m", "bridge", "check-config"], env=env, capture_output=True, timeout=30, check=False
+        [sys.executable, "-m", "bridge", "check-config"],
+        env=env,
+        capture_output=True,
+        timeout=30,
+        check=False,
     )
     assert good.returncode == 0, good.stderr.decode()
     assert SECRET not in good.stdout.decode() + good.stderr.decode()
@@ -131,7 +142,10 @@ async def test_check_config_masks_secrets_and_reports_problems(tmp_path: Path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
     bad = subprocess.run(
         [sys.executable, "-m", "bridge", "--config", str(config), "check-config"],
-        env=env, capture_output=True, timeout=30, check=False,
+        env=env,
+        capture_output=True,
+        timeout=30,
+        check=False,
     )
     assert bad.returncode == 2
     errors = bad.stderr.decode().strip().splitlines()

@@ -65,7 +65,9 @@ class SessionWatcher:
 
 
 @contextlib.asynccontextmanager
-async def session_watcher(broker: BrokerProcess, topic_filter: str) -> AsyncIterator[SessionWatcher]:
+async def session_watcher(
+    broker: BrokerProcess, topic_filter: str
+) -> AsyncIterator[SessionWatcher]:
     watcher = SessionWatcher(broker, topic_filter)
     task = asyncio.create_task(watcher.run())
     try:
@@ -116,7 +118,9 @@ def _has_mosquitto() -> bool:
     return shutil.which("mosquitto") is not None
 
 
-async def test_broker_restart_during_a_burst_of_10000_loses_nothing(persistent_broker, base_topic, sim, start_bridge):
+async def test_broker_restart_during_a_burst_of_10000_loses_nothing(
+    persistent_broker, base_topic, sim, start_bridge
+):
     """10,000 QoS 1 messages, the broker restarted in the middle: every one arrives."""
     broker = persistent_broker
     total = 10_000
@@ -129,11 +133,18 @@ async def test_broker_restart_during_a_burst_of_10000_loses_nothing(persistent_b
         broker.restart()
         for start in range(total // 2, total, 100):
             await sim.push("meta", meta_items(start, 100))
-        await eventually(lambda: len(data_values(watcher.payloads)) >= total, timeout=60, what="all 10,000")
+        await eventually(
+            lambda: len(data_values(watcher.payloads)) >= total, timeout=60, what="all 10,000"
+        )
     assert data_values(watcher.payloads) == set(range(total))
-    received = metric_value(running.bridge, "nvr_bridge_messages_received_total", nvr="nvr1", stream="meta")
+    received = metric_value(
+        running.bridge, "nvr_bridge_messages_received_total", nvr="nvr1", stream="meta"
+    )
     assert received == total
-    assert metric_value(running.bridge, "nvr_bridge_messages_dropped_total", nvr="nvr1", stream="meta") == 0
+    assert (
+        metric_value(running.bridge, "nvr_bridge_messages_dropped_total", nvr="nvr1", stream="meta")
+        == 0
+    )
 
 
 async def test_messages_read_during_an_outage_are_published_in_order_after_it(
@@ -155,23 +166,34 @@ async def test_messages_read_during_an_outage_are_published_in_order_after_it(
     assert values == list(range(300))
 
 
-async def test_a_full_buffer_drops_the_oldest_and_counts_them(private_broker, base_topic, sim, start_bridge):
+async def test_a_full_buffer_drops_the_oldest_and_counts_them(
+    private_broker, base_topic, sim, start_bridge
+):
     """Past BRIDGE_BUFFER_SIZE during an outage, the oldest messages go, counted."""
     broker = private_broker
-    running = await start_bridge(make_config(broker, base_topic, [nvr_config(sim)], buffer_size=100))
+    running = await start_bridge(
+        make_config(broker, base_topic, [nvr_config(sim)], buffer_size=100)
+    )
     await running.wait_online()
     broker.stop()
     await eventually(lambda: not running.bridge.link.connected, what="broker gone")
     await sim.push("meta", meta_items(0, 150))
     await eventually(
-        lambda: metric_value(running.bridge, "nvr_bridge_messages_dropped_total", nvr="nvr1", stream="meta") == 50,
+        lambda: (
+            metric_value(
+                running.bridge, "nvr_bridge_messages_dropped_total", nvr="nvr1", stream="meta"
+            )
+            == 50
+        ),
         what="50 dropped",
     )
     # Retained state is not dropped: the status topics and availability still wait.
     assert running.bridge.link.depth >= 100
 
 
-async def test_sigkill_during_an_outage_loses_nothing_with_the_spool(private_broker, base_topic, tmp_path):
+async def test_sigkill_during_an_outage_loses_nothing_with_the_spool(
+    private_broker, base_topic, tmp_path
+):
     """With BRIDGE_SPOOL_DIR, messages read during an outage survive a SIGKILL."""
     broker = private_broker
     spool_dir = tmp_path / "spool"
@@ -192,7 +214,11 @@ async def test_sigkill_during_an_outage_loses_nothing_with_the_spool(private_bro
                     return 0
                 with contextlib.closing(sqlite3.connect(db_path)) as db:
                     try:
-                        return int(db.execute("SELECT count(*) FROM outbox WHERE topic LIKE '%/Seq'").fetchone()[0])
+                        return int(
+                            db.execute(
+                                "SELECT count(*) FROM outbox WHERE topic LIKE '%/Seq'"
+                            ).fetchone()[0]
+                        )
                     except sqlite3.OperationalError:
                         return 0
 
@@ -206,7 +232,9 @@ async def test_sigkill_during_an_outage_loses_nothing_with_the_spool(private_bro
         async with session_watcher(broker, f"{base_topic}/nvr1/channel/+/meta/Seq") as watcher:
             again = start_process(env)
             try:
-                await eventually(lambda: len(data_values(watcher.payloads)) >= 500, timeout=30, what="all 500")
+                await eventually(
+                    lambda: len(data_values(watcher.payloads)) >= 500, timeout=30, what="all 500"
+                )
             finally:
                 again.send_signal(signal.SIGTERM)
                 await wait_exit(again, 10)

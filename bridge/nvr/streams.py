@@ -19,9 +19,16 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from bridge.backoff import Backoff
 from bridge.mqtt import MqttLink
 from bridge.normalize import Normalizer, format_timestamp, process_frame, truncate_for_log
-from bridge.nvr.client import CredentialsRequired, LoginError, NvrClient
-from bridge.nvr.models import STREAM_LABELS, STREAM_PATHS, StreamName
+from bridge.nvr.client import CredentialsRequired, LoginError, NvrClient, NvrError
+from bridge.nvr.models import (
+    STREAM_LABELS,
+    STREAM_PATHS,
+    EventHookMessage,
+    MetaHookMessage,
+    StreamName,
+)
 from bridge.observability import Metrics
+from bridge.replay import OVERLAP, GapMemory, events_from_search, metas_from_search
 
 log = structlog.get_logger("bridge.stream")
 
@@ -29,6 +36,9 @@ log = structlog.get_logger("bridge.stream")
 # backoff from the beginning. Shorter ones (an NVR that accepts and closes at once)
 # keep growing it.
 STABLE_SECONDS = 10.0
+REPLAY_TIMEOUT = 5.0
+# The NVR's history searches (guide 4.5, 4.6) of the streams that have one.
+HISTORY_SEARCH: dict[str, str] = {"event": "/record/eventSearch", "meta": "/record/metaSearch"}
 
 
 class StreamListener:
@@ -44,6 +54,7 @@ class StreamListener:
         metrics: Metrics,
         backoff: Backoff,
         on_state: Callable[[StreamName, bool], None],
+        channels: Callable[[], list[int]] = list,
     ) -> None:
         self.stream = stream
         self.nvr = client.nvr
@@ -54,6 +65,11 @@ class StreamListener:
         self._backoff = backoff
         self._on_state = on_state
         self._connections = 0
+        self._failures = 0
+        self._channels = channels
+        self._replayed = metrics.replayed.labels(client.nvr, stream)
+        self._gap = GapMemory() if stream in HISTORY_SEARCH else None
+        self._down_since: float | None = None
 
     @property
     def task_name(self) -> str:
@@ -77,6 +93,9 @@ class StreamListener:
             async with websocket:
                 connected_at = time.monotonic()
                 self._opened()
+                if self._gap is not None and self._down_since is not None:
+                    # Before the first live frame, so replayed items come out in order.
+                    await self._replay(self._down_since, time.time())
                 async for frame in websocket:
                     self._handle(frame)
                     await self._link.wait_for_room()
@@ -97,9 +116,14 @@ class StreamListener:
             if connected_at is not None:
                 self._closed()
         if connected_at is not None:
+            self._failures = 0
             log.warning("stream disconnected", reason=reason)
-        elif reason != "login failed":
-            log.warning("stream connect failed", reason=reason)
+        else:
+            self._failures += 1
+            # One clear line when a stream starts failing; the retries after it are debug.
+            if reason != "login failed":
+                report = log.warning if self._failures == 1 else log.debug
+                report("stream connect failed", reason=reason, failures=self._failures)
         return connected_at
 
     def _opened(self) -> None:
@@ -110,10 +134,14 @@ class StreamListener:
             # Every channel's next report is published as a first sight.
             self._normalizer.forget_status()
         self._counters.connected.set(1)
-        log.info("stream connected", reconnects=self._connections - 1)
+        log.info(
+            "stream connected", reconnects=self._connections - 1, failed_attempts=self._failures
+        )
         self._on_state(self.stream, True)
 
     def _closed(self) -> None:
+        if self._down_since is None:
+            self._down_since = time.time()
         self._counters.connected.set(0)
         self._on_state(self.stream, False)
 
@@ -134,6 +162,55 @@ class StreamListener:
         publish = self._link.publish
         for publication in outcome.publications:
             publish(publication)
+        if self._gap is not None and outcome.messages:
+            now = time.time()
+            for message in outcome.messages:
+                if isinstance(message, EventHookMessage):
+                    self._gap.saw_live((message.channel, message.type, message.state), now)
+                elif isinstance(message, MetaHookMessage):
+                    self._gap.saw_live((message.channel, message.type, message.data), now)
+
+    async def _replay(self, down_since: float, until: float) -> None:
+        """Publish what the NVR recorded while this stream was down (see bridge.replay)."""
+        assert self._gap is not None  # noqa: S101 - only streams with a history replay
+        body: dict[str, object] = {
+            "StartTime": int(down_since - OVERLAP),
+            "EndTime": int(until) + 1,
+        }
+        channels = self._channels()
+        if channels:
+            body["ChannelID"] = channels
+        if self.stream == "event":
+            body["Stream"] = "Main"
+        path = HISTORY_SEARCH[self.stream]
+        try:
+            answer = await self._client.call("POST", path, body=body, timeout=REPLAY_TIMEOUT)
+        except NvrError as exc:
+            log.warning(
+                "replay failed",
+                endpoint=path,
+                error=exc.reason,
+                hint="items of the outage may be missing",
+                outage_seconds=round(until - down_since, 1),
+            )
+            self._down_since = None
+            return
+        self._down_since = None
+        parse = events_from_search if self.stream == "event" else metas_from_search
+        missed = self._gap.missed(parse(answer.body))
+        timestamp = format_timestamp(time.time())
+        for item in missed:
+            for publication in self._normalizer.normalize(
+                self.stream, item.message, timestamp, history_ms=item.time_ms
+            ):
+                self._link.publish(publication)
+        if missed:
+            self._replayed.inc(len(missed))
+        log.info(
+            "outage replayed",
+            replayed=len(missed),
+            outage_seconds=round(until - down_since, 1),
+        )
 
 
 def _close_reason(code: int | None, reason: str | None) -> str:

@@ -1,0 +1,139 @@
+"""Closing the gap after a stream outage: what the NVR recorded while the bridge was away.
+
+When the eventHook or metaHook stream comes back after being down, the listener asks the
+NVR's history (``/record/eventSearch``, guide 4.5; ``/record/metaSearch``, 4.6) for the
+outage plus a small overlap, and publishes what it did not see live, flagged
+``"replayed": true``. Nothing is published twice: live items are remembered for a while
+and matched against the history (the NVR's live messages carry no time, so a history
+item matches a live one with the same fields received within ``TOLERANCE`` seconds of
+it), and every replayed item's stable id (channel, type, state or data, time) is kept.
+
+The matching is pure (``GapMemory``); the HTTP calls live in the stream listener.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.nvr.models import EventHookMessage, MetaHookMessage
+
+OVERLAP = 5.0  # seconds searched before the moment the stream went down
+TOLERANCE = 3.0  # seconds between the NVR's clock and our receive time still "the same"
+LIVE_MEMORY = 20_000  # live items remembered per stream, at most
+# Only live items from just before an outage can match its history (the stream was down
+# after it), so older ones are forgotten: the matching stays a short scan.
+LIVE_SECONDS = OVERLAP + 2 * TOLERANCE
+REPLAYED_MEMORY = 20_000  # replayed ids remembered per stream
+
+ItemKey = tuple[int | None, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryItem:
+    """One item of the NVR's history: the message, its key, and its time (epoch ms)."""
+
+    message: EventHookMessage | MetaHookMessage
+    key: ItemKey
+    time_ms: int
+
+    @property
+    def stable_id(self) -> tuple[int | None, str, str, int]:
+        """The item's identity: channel, type, state or data, and time."""
+        return (*self.key, self.time_ms)
+
+
+def _int_or_none(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return None
+
+
+def events_from_search(body: Any) -> list[HistoryItem]:
+    """The items of an ``eventSearch`` answer, oldest first; malformed entries skipped."""
+    items = []
+    for entry in body if isinstance(body, list) else []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("Type"), str):
+            continue
+        time_ms = _int_or_none(entry.get("time"))
+        if time_ms is None:
+            start = entry.get("ev_start")
+            if not isinstance(start, int | float) or isinstance(start, bool):
+                continue
+            time_ms = int(start * 1000)
+        # The guide's results have no state; each one is an event that happened once.
+        given = entry.get("State")
+        state = given if isinstance(given, str) else "once"
+        message = EventHookMessage(
+            ChannelID=_int_or_none(entry.get("ChannelID")), Type=entry["Type"], State=state
+        )
+        items.append(HistoryItem(message, (message.channel, message.type, message.state), time_ms))
+    return sorted(items, key=lambda item: item.time_ms)
+
+
+def metas_from_search(body: Any) -> list[HistoryItem]:
+    """The items of a ``metaSearch`` answer, oldest first; malformed entries skipped."""
+    items = []
+    for entry in body if isinstance(body, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        kind, data, time_ms = entry.get("Type"), entry.get("Data"), entry.get("Timestamp")
+        if not isinstance(kind, str) or not isinstance(data, str):
+            continue
+        if not isinstance(time_ms, int) or isinstance(time_ms, bool):
+            continue
+        message = MetaHookMessage(
+            ChannelID=_int_or_none(entry.get("ChannelID")), Type=kind, Data=data
+        )
+        items.append(HistoryItem(message, (message.channel, message.type, message.data), time_ms))
+    return sorted(items, key=lambda item: item.time_ms)
+
+
+@dataclass(slots=True)
+class GapMemory:
+    """Remembers live and replayed items of one stream, to replay each missed one once."""
+
+    _live: deque[tuple[ItemKey, float]] = field(default_factory=lambda: deque(maxlen=LIVE_MEMORY))
+    _replayed: deque[tuple[int | None, str, str, int]] = field(
+        default_factory=lambda: deque(maxlen=REPLAYED_MEMORY)
+    )
+    _replayed_set: set[tuple[int | None, str, str, int]] = field(default_factory=set)
+
+    def saw_live(self, key: ItemKey, received_at: float) -> None:
+        """A live item arrived at ``received_at`` (epoch seconds)."""
+        live = self._live
+        while live and received_at - live[0][1] > LIVE_SECONDS:
+            live.popleft()
+        live.append((key, received_at))
+
+    def missed(self, history: list[HistoryItem]) -> list[HistoryItem]:
+        """The history items neither seen live nor replayed before; records them replayed."""
+        consumed: set[int] = set()
+        out = []
+        for item in history:
+            if item.stable_id in self._replayed_set:
+                continue
+            when = item.time_ms / 1000
+            match = next(
+                (
+                    index
+                    for index, (key, received) in enumerate(self._live)
+                    if index not in consumed
+                    and key == item.key
+                    and abs(received - when) <= TOLERANCE
+                ),
+                None,
+            )
+            if match is not None:
+                consumed.add(match)
+                continue
+            out.append(item)
+            self._remember(item.stable_id)
+        return out
+
+    def _remember(self, stable_id: tuple[int | None, str, str, int]) -> None:
+        if len(self._replayed) == self._replayed.maxlen:
+            self._replayed_set.discard(self._replayed[0])
+        self._replayed.append(stable_id)
+        self._replayed_set.add(stable_id)
