@@ -55,7 +55,7 @@ class Bridge:
         self.link.subscribe(self.discovery.registry_filter)
         self._discovery_prefix = f"{config.base_topic}/bridge/discovery/"
         self.nvrs: dict[str, NvrSupervisor] = {}
-        for nvr in config.nvrs:
+        for nvr in config.assigned_nvrs():
             supervisor = NvrSupervisor(
                 config,
                 nvr,
@@ -122,7 +122,7 @@ class Bridge:
                 url=mqtt.url,
                 hint="BRIDGE_MQTT_VERIFY_TLS=false accepts any certificate",
             )
-        for nvr in self.config.nvrs:
+        for nvr in self.config.assigned_nvrs():
             if nvr.is_tls and not nvr.verify_tls:
                 log.warning(
                     "tls verification disabled",
@@ -140,7 +140,8 @@ class Bridge:
             log.info("http server listening", port=self.http.port)
         log.info(
             "bridge starting",
-            nvrs=list(self.nvrs),
+            shard=self.config.shard,
+            nvrs=list(self.nvrs) if len(self.nvrs) <= 20 else len(self.nvrs),
             broker=self.config.mqtt.url,
             base_topic=self.config.base_topic,
         )

@@ -33,7 +33,8 @@ from pydantic import (
 
 from bridge.config import COMMAND_NAMES
 
-Channel = Annotated[StrictInt, Field(ge=1, description="1-based channel number.")]
+INT32_MAX = 2**31 - 1
+Channel = Annotated[StrictInt, Field(ge=1, le=INT32_MAX, description="1-based channel number.")]
 Speed = Annotated[StrictInt | StrictFloat, Field(ge=0, le=1)]
 
 PTZ_MOVES = ("tilt_up", "tilt_down", "pan_left", "pan_right", "zoom_in", "zoom_out", "stop")
@@ -102,7 +103,7 @@ class ManualRecordRequest(Request):
 class SetPinRequest(Request):
     """Set a digital output pin (section 10.21)."""
 
-    pin: StrictInt = Field(ge=1, description="Output pin number, 1-based.")
+    pin: StrictInt = Field(ge=1, le=INT32_MAX, description="Output pin number, 1-based.")
     value: StrictInt = Field(ge=0, le=1, description="0 off, 1 on.")
 
 
@@ -142,7 +143,7 @@ class PtzRequest(Request):
     channel: Channel
     command: PtzCommand
     speed: Speed | None = Field(default=None, description="Move speed for move commands.")
-    number: StrictInt | None = Field(default=None, ge=0, description="Preset number.")
+    number: StrictInt | None = Field(default=None, ge=0, le=INT32_MAX, description="Preset number.")
     parameters: PtzParameters | None = None
 
     @model_validator(mode="after")
@@ -430,7 +431,8 @@ def convenience_request(levels: list[str], payload: bytes) -> Convenience | None
 
 
 def _positive(level: str) -> int | None:
-    if not level.isdigit():
+    # isascii: "²".isdigit() is True, but int("²") fails.
+    if not (level.isascii() and level.isdigit()):
         return None
     number = int(level)
-    return number if number >= 1 else None
+    return number if 1 <= number <= INT32_MAX else None

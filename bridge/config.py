@@ -12,6 +12,7 @@ Errors::
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import socket
@@ -55,6 +56,12 @@ NVR_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
 MASK = "**********"
 
 
+def shard_of(nvr_id: str, count: int) -> int:
+    """The shard an NVR belongs to: a stable hash of its id (the same in every process)."""
+    digest = hashlib.sha256(nvr_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % count
+
+
 class ConfigError(Exception):
     """The configuration is invalid; ``problems`` holds one readable line per problem."""
 
@@ -75,8 +82,22 @@ def _read_secret_file(path: str, what: str) -> SecretStr:
     return SecretStr(text.rstrip())
 
 
+def _without_credentials(url: str) -> str:
+    """The URL with any user:password@ part masked, safe to echo in an error."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, tail = rest.partition("/")
+    if "@" in authority:
+        authority = MASK + "@" + authority.rsplit("@", 1)[1]
+    return f"{scheme}{sep}{authority}{slash}{tail}" if sep else url
+
+
 def _check_url(url: str, schemes: tuple[str, ...], example: str) -> str:
     parts = urlsplit(url)
+    if parts.username or parts.password:
+        raise ValueError(
+            "must not carry credentials; use the username and password settings; "
+            f"got {_without_credentials(url)!r}"
+        )
     if parts.scheme not in schemes or not parts.hostname:
         raise ValueError(f"must look like {example} (scheme {' or '.join(schemes)}); got {url!r}")
     try:
@@ -85,8 +106,6 @@ def _check_url(url: str, schemes: tuple[str, ...], example: str) -> str:
         raise ValueError(f"has an invalid port; got {url!r}") from None
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError(f"must have no path, query or fragment; got {url!r}")
-    if parts.username or parts.password:
-        raise ValueError("must not carry credentials; use the username and password settings")
     return url.rstrip("/")
 
 
@@ -167,6 +186,14 @@ class MqttConfig(_Model):
     )
     keepalive: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive seconds.")
 
+    @field_validator("qos", mode="before")
+    @classmethod
+    def _qos_from_text(cls, value: Any) -> Any:
+        # Environment variables are text: "1" means 1.
+        if isinstance(value, str) and value.strip() in ("0", "1", "2"):
+            return int(value)
+        return value
+
     @field_validator("url")
     @classmethod
     def _url_is_mqtt(cls, value: str) -> str:
@@ -242,6 +269,10 @@ class BridgeConfig(_Model):
     login_concurrency: int = Field(
         default=16, ge=1, description="NVR logins in progress at once across the fleet."
     )
+    shard: str | None = Field(
+        default=None,
+        description="'i/N': this replica bridges only the NVRs whose stable hash is i mod N.",
+    )
     ha_discovery: bool = Field(default=False, description="Publish Home Assistant discovery.")
     ha_prefix: str = Field(default="homeassistant", description="Home Assistant's prefix.")
 
@@ -251,6 +282,16 @@ class BridgeConfig(_Model):
         if not value or any(c in value for c in "+#\x00") or value.startswith("/"):
             raise ValueError(f"must be a non-empty topic without wildcards; got {value!r}")
         return value.rstrip("/")
+
+    @field_validator("shard")
+    @classmethod
+    def _shard_is_i_of_n(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value)
+        if not match or int(match[2]) < 1 or int(match[1]) >= int(match[2]):
+            raise ValueError(f"must be 'i/N' with 0 <= i < N, e.g. '0/3'; got {value!r}")
+        return f"{int(match[1])}/{int(match[2])}"
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Self:
@@ -264,6 +305,13 @@ class BridgeConfig(_Model):
         if self.backoff_max < self.backoff_initial:
             raise ValueError("backoff_max must be at least backoff_initial")
         return self
+
+    def assigned_nvrs(self) -> tuple[NvrConfig, ...]:
+        """The NVRs this replica bridges: all of them, or its shard's share."""
+        if self.shard is None:
+            return self.nvrs
+        index, count = (int(part) for part in self.shard.split("/"))
+        return tuple(n for n in self.nvrs if shard_of(n.id, count) == index)
 
     def commands_for(self, nvr: NvrConfig) -> frozenset[str]:
         """The commands this NVR obeys: its own list, else the global one."""
@@ -314,6 +362,9 @@ class _Environment(BaseSettings):
     ws_ping_timeout: str | None = None
     ha_discovery: str | None = None
     ha_prefix: str | None = None
+    shard: str | None = None
+    shard_index: str | None = None
+    shard_count: str | None = None
 
 
 def _split_commands(text: str) -> list[str]:
@@ -328,7 +379,7 @@ def _environment_overrides(
     mqtt: dict[str, Any] = {}
     nvr: dict[str, Any] = {}
     for name, value in env.model_dump(exclude_none=True).items():
-        if name == "config_file":
+        if name in ("config_file", "shard_index", "shard_count"):
             continue
         if name.startswith("nvr_"):
             nvr[name.removeprefix("nvr_")] = value
@@ -411,11 +462,18 @@ def load_config(
     Raises ConfigError with every problem found, each on its own line.
     """
     env = (
-        _Environment.model_validate(_env_kwargs(environ)) if environ is not None else _Environment()
+        _Environment.model_construct(None, **_env_kwargs(environ))
+        if environ is not None
+        else _Environment()
     )
     path = config_file or env.config_file
     data: dict[str, Any] = _load_yaml(path) if path else {}
     top, mqtt_env, nvr_env = _environment_overrides(env)
+    if env.shard_index is not None or env.shard_count is not None:
+        # Kubernetes StatefulSets give the ordinal and the replica count separately.
+        if env.shard_index is None or env.shard_count is None:
+            raise ConfigError(["BRIDGE_SHARD_INDEX and BRIDGE_SHARD_COUNT go together"])
+        top.setdefault("shard", f"{env.shard_index}/{env.shard_count}")
     data.update(top)
     if mqtt_env:
         mqtt = data.get("mqtt") or {}

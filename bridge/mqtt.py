@@ -393,7 +393,10 @@ class MqttLink:
                 response_topic=response_topic,
                 correlation_data=correlation,
             )
-            self._handler(inbound)
+            try:
+                self._handler(inbound)
+            except Exception:  # noqa: BLE001 - one bad request must not end the subscription
+                log.exception("inbound message failed", topic=inbound.topic[:200])
 
     def _dropped(self, publication: Publication) -> None:
         self._dropped_this_outage += 1

@@ -373,6 +373,12 @@ def process_frame(
             where = f"item {index}: " if len(items) > 1 else ""
             outcome.rejections.append(where + exc.reason)
             continue
+        try:
+            publications = normalizer.normalize(stream, message, timestamp)
+        except (TypeError, ValueError) as exc:
+            # Only reachable with text JSON cannot carry (lone surrogates): skip the item.
+            outcome.rejections.append(f"item {index}: cannot be encoded as JSON ({exc})")
+            continue
         outcome.messages.append(message)
-        outcome.publications.extend(normalizer.normalize(stream, message, timestamp))
+        outcome.publications.extend(publications)
     return outcome

@@ -119,8 +119,8 @@ class Outbox:
         self._depth -= 1
         self.on_discard(entry)
         if entry.publication.retain:
-            if self._latest_retained.get(entry.publication.topic) is entry:
-                del self._latest_retained[entry.publication.topic]
+            # The (now dead) latest entry stays recorded: an older value of the topic
+            # still in flight must count as stale if the connection drops.
             return
         self._non_retained_alive -= 1
         line = self._non_retained

@@ -7,15 +7,26 @@ value of the wrong kind makes the item invalid.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr
 
 StreamName = Literal["event", "meta", "exception", "status", "message"]
 STREAM_NAMES: tuple[StreamName, ...] = ("event", "meta", "exception", "status", "message")
 
-# A channel number as the NVR sends it: an integer (JSON 1 or "1" is tolerated), or absent.
-Channel = int | None
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _not_a_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not a boolean")  # noqa: TRY004 - pydantic wants ValueError
+    return value
+
+
+# A number as the NVR sends it: an integer (JSON 1 or "1" is tolerated), never a boolean,
+# and within 64 bits (what JSON encoders and MQTT consumers can carry).
+NvrInt = Annotated[int, BeforeValidator(_not_a_bool), Field(ge=INT64_MIN, le=INT64_MAX)]
+Channel = NvrInt | None
 
 
 class NvrMessage(BaseModel):
@@ -45,13 +56,13 @@ class ExceptionMessage(NvrMessage):
 
     exception: StrictStr
     target: Any = None
-    time: int
+    time: NvrInt
 
 
 class CameraStatusMessage(NvrMessage):
     """One channel's status from ``/device/cameraStatus`` (section 2.8), sent every second."""
 
-    channel: int = Field(alias="ChannelID")
+    channel: NvrInt = Field(alias="ChannelID")
     online: StrictBool = Field(alias="Online")
     recording: StrictBool = Field(alias="Recording")
     event: StrictBool = Field(alias="Event")
@@ -62,7 +73,7 @@ class SystemMessage(NvrMessage):
     """A notification from ``/system/messageListen`` (section 10.14)."""
 
     message: StrictStr
-    time: int
+    time: NvrInt
     target: Any = None
     content: Any = None
 
