@@ -395,7 +395,7 @@ class MqttLink:
             )
             try:
                 self._handler(inbound)
-            except Exception:  # noqa: BLE001 - one bad request must not end the subscription
+            except Exception:  # one bad request must not end the subscription
                 log.exception("inbound message failed", topic=inbound.topic[:200])
 
     def _dropped(self, publication: Publication) -> None:

@@ -346,7 +346,7 @@ def test_pod_is_probed_and_locked_down(scenario: str) -> None:
     assert volumes["config"]["configMap"]["name"] == config_map["metadata"]["name"]
     assert f"{mounts['config']['mountPath']}/config.yaml" == CONFIG_FILE
     # The root filesystem is read-only: whatever is written goes to a volume.
-    assert mounts["tmp"]["mountPath"] == "/tmp"  # noqa: S108
+    assert mounts["tmp"]["mountPath"] == "/tmp"
     for mount in container["volumeMounts"]:
         assert mount["name"] in volumes or mount["name"] in {
             t["metadata"]["name"] for t in workload["spec"].get("volumeClaimTemplates", [])
@@ -707,7 +707,7 @@ def test_compose_stack_names_all_services_and_wires_them() -> None:
     command = simulator["command"]
     assert command[0] == "simulate"
     # Reachable from the bridge's container: bound to every address, on the URL's port.
-    assert command[command.index("--host") + 1] == "0.0.0.0"  # noqa: S104
+    assert command[command.index("--host") + 1] == "0.0.0.0"
     assert command[command.index("--port") + 1] == "8080"
     bridge = services["bridge"]
     for service in (simulator, bridge):
