@@ -13,7 +13,7 @@ import os
 import socket
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import aiomqtt
 from pydantic import SecretStr
@@ -124,11 +124,15 @@ async def run_demo(
         port = port_if_free(1883)
         embedded = await start_embedded_broker(port)
         broker_url = f"mqtt://127.0.0.1:{port}"
-        note = "embedded broker" + ("" if port == 1883 else " (1883 was busy)")
+        note = "embedded broker" + ("" if port == 1883 else ", 1883 was busy")
+        protocol: Literal["5", "3.1.1", "auto"] = "3.1.1"  # amqtt speaks 3.1.1 only
     else:
         broker_url = broker
         note = "existing broker"
-    mqtt = MqttConfig(url=broker_url, client_id=f"nvr-bridge-demo-{os.getpid()}")
+        protocol = "auto"
+    mqtt = MqttConfig(
+        url=broker_url, client_id=f"nvr-bridge-demo-{os.getpid()}", protocol=protocol
+    )
     simulator = SimulatedNvr(channels=channels, traffic=True, traffic_rate=1.0)
     await simulator.start()
     config = BridgeConfig(

@@ -47,6 +47,7 @@ _PROTOCOL_REFUSED = frozenset({1, 132})
 PUBLISH_WINDOW = 64
 HIGH_WATER = 20_000
 SUBSCRIBE_BATCH = 100
+PROBE_TIMEOUT = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +121,7 @@ class MqttLink:
             else aiomqtt.ProtocolVersion.V5
         )
         self._dropped_this_outage = 0
+        self._v5_confirmed = False
         self._client: aiomqtt.Client | None = None
         self._tls = tls_context(config)
 
@@ -134,6 +136,15 @@ class MqttLink:
     def depth(self) -> int:
         """Messages accepted and not yet confirmed by the broker."""
         return self._outbox.depth
+
+    @property
+    def _probing_v5(self) -> bool:
+        """Whether ``auto`` is still trying MQTT 5 on a broker never reached with it."""
+        return (
+            self._config.protocol == "auto"
+            and self._protocol == aiomqtt.ProtocolVersion.V5
+            and not self._v5_confirmed
+        )
 
     @property
     def protocol(self) -> str:
@@ -225,14 +236,12 @@ class MqttLink:
     def _lost(self, exc: BaseException) -> None:
         was_connected = self.connected
         self._set_disconnected()
-        reason = getattr(exc, "rc", None)
-        if (
-            isinstance(exc, MqttConnectError)
-            and reason in _PROTOCOL_REFUSED
-            and self._config.protocol == "auto"
-            and self._protocol == aiomqtt.ProtocolVersion.V5
-        ):
-            log.info("mqtt broker refused MQTT 5, falling back to 3.1.1", url=self._config.url)
+        if self._probing_v5 and not was_connected and _refuses_v5(exc):
+            log.info(
+                "mqtt broker does not speak MQTT 5, falling back to 3.1.1",
+                url=self._config.url,
+                error=str(exc),
+            )
             self._protocol = aiomqtt.ProtocolVersion.V311
             self._backoff.reset()
             return
@@ -265,6 +274,8 @@ class MqttLink:
             properties.SessionExpiryInterval = config.session_expiry
             will_properties = Properties(PacketTypes.WILLMESSAGE)  # type: ignore[no-untyped-call]
         password = config.password.get_secret_value() if config.password else None
+        # Never a clean start: the broker keeps our subscriptions and queued requests.
+        session: dict[str, Any] = {"clean_start": False} if v5 else {"clean_session": False}
         client = aiomqtt.Client(
             config.host,
             config.port,
@@ -279,10 +290,10 @@ class MqttLink:
                 retain=True,
                 properties=will_properties,
             ),
-            clean_session=None if v5 else False,
-            clean_start=False,
+            **session,
             keepalive=config.keepalive,
-            timeout=10,
+            # A broker that cannot parse MQTT 5 may never answer: probe it briefly.
+            timeout=PROBE_TIMEOUT if self._probing_v5 else 10,
             properties=properties,
             tls_context=self._tls,
             tls_insecure=(not config.verify_tls) if self._tls else None,
@@ -317,6 +328,8 @@ class MqttLink:
                 self._set_disconnected()
 
     def _mark_connected(self) -> None:
+        if self._protocol == aiomqtt.ProtocolVersion.V5:
+            self._v5_confirmed = True
         self._connected.set()
         self._outbox.coalesce = False
         self._metrics.mqtt_connected.set(1)
@@ -408,6 +421,17 @@ class MqttLink:
                 bound=self._outbox.bound,
                 nvr=publication.nvr,
             )
+
+
+def _refuses_v5(exc: BaseException) -> bool:
+    """Whether a failed connect means "no MQTT 5 here": refused, or never answered.
+
+    3.1.1-only brokers such as amqtt choke on an MQTT 5 CONNECT with properties and
+    never send a CONNACK.
+    """
+    if isinstance(exc, MqttConnectError):
+        return getattr(exc, "rc", None) in _PROTOCOL_REFUSED
+    return "timed out" in str(exc).lower()
 
 
 def _response_properties(properties: Any) -> tuple[str | None, bytes | None]:
