@@ -30,6 +30,8 @@ from bridge.observability import Metrics
 log = structlog.get_logger("bridge.nvr")
 
 INFO_ENDPOINTS = {"system": "/system/getSystemInfo", "cameras": "/device/cameraList"}
+# The JSON shape each info part must have (an object, a list); anything else is null.
+INFO_SHAPES: dict[str, type] = {"system": dict, "cameras": list}
 
 
 class NvrSupervisor:
@@ -168,4 +170,9 @@ class NvrSupervisor:
             log.warning("nvr info failed", nvr=self.id, endpoint=path, error=exc.reason)
             return None
         self._missing_info.discard(key)
+        if not isinstance(answer.body, INFO_SHAPES[key]):
+            log.warning(
+                "nvr info unexpected", nvr=self.id, endpoint=path, got=type(answer.body).__name__
+            )
+            return None
         return redact_passwords(answer.body)
