@@ -226,8 +226,9 @@ def configure_logging(fmt: str = "json", level: str = "info", secrets: Iterable[
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
-    # The demo's embedded broker logs every connection at WARNING and above; keep it quiet.
-    for noisy in ("amqtt", "transitions"):
+    # The demo's embedded broker logs every connection at WARNING and above, and paho
+    # ("mqtt") logs each lost socket at ERROR: the bridge says it in one line of its own.
+    for noisy in ("amqtt", "transitions", "mqtt"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
 
