@@ -161,6 +161,10 @@ class Bridge:
                     task.cancel()
                 await asyncio.wait(nvr_tasks)
                 await self.link.close(timeout=SHUTDOWN_FLUSH_SECONDS)
+                # A connect attempt in progress would hold the exit for its whole timeout.
+                mqtt_task = self._tasks["mqtt"]
+                await asyncio.wait({mqtt_task}, timeout=1.0)
+                mqtt_task.cancel()
                 if spool_task is not None:
                     spool_task.cancel()
         finally:

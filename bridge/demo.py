@@ -130,9 +130,7 @@ async def run_demo(
         broker_url = broker
         note = "existing broker"
         protocol = "auto"
-    mqtt = MqttConfig(
-        url=broker_url, client_id=f"nvr-bridge-demo-{os.getpid()}", protocol=protocol
-    )
+    mqtt = MqttConfig(url=broker_url, client_id=f"nvr-bridge-demo-{os.getpid()}", protocol=protocol)
     simulator = SimulatedNvr(channels=channels, traffic=True, traffic_rate=1.0)
     await simulator.start()
     config = BridgeConfig(

@@ -122,6 +122,7 @@ class MqttLink:
         )
         self._dropped_this_outage = 0
         self._v5_confirmed = False
+        self._session_up = False  # a session was established (for the lost-vs-failed line)
         self._client: aiomqtt.Client | None = None
         self._tls = tls_context(config)
 
@@ -234,7 +235,8 @@ class MqttLink:
                         await self._wakeup.wait()
 
     def _lost(self, exc: BaseException) -> None:
-        was_connected = self.connected
+        was_connected = self._session_up
+        self._session_up = False
         self._set_disconnected()
         if self._probing_v5 and not was_connected and _refuses_v5(exc):
             log.info(
@@ -328,6 +330,7 @@ class MqttLink:
                 self._set_disconnected()
 
     def _mark_connected(self) -> None:
+        self._session_up = True
         if self._protocol == aiomqtt.ProtocolVersion.V5:
             self._v5_confirmed = True
         self._connected.set()

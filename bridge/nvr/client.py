@@ -237,6 +237,8 @@ class NvrClient:
 
     def _log_login_failure(self, exc: LoginError, delay: float) -> None:
         fields = {"url": self.config.url, "reason": exc.reason, "retry_in": round(delay, 2)}
+        if "CERTIFICATE" in exc.reason.upper() or "SSL" in exc.reason.upper():
+            fields["hint"] = "check BRIDGE_NVR_CA_FILE (or BRIDGE_NVR_VERIFY_TLS) for this NVR"
         if isinstance(exc, LoginRefused | CredentialsRequired):
             self._metrics.logins.labels(self.nvr, "refused").inc()
             log.error("login refused", username=self.config.username, **fields)
