@@ -2,35 +2,41 @@
 
 Everything the bridge publishes goes through ``MqttLink.publish``, which never waits: it
 hands the message to the bounded ``Outbox``. The link's own loop connects (MQTT 5, or
-3.1.1 when the broker refuses 5 and the protocol is ``auto``), announces
+3.1.1 when the broker lacks 5 and the protocol is ``auto``), announces
 ``{base}/bridge/state`` ``online`` (its Last Will says ``offline``), re-subscribes, and
-drains the outbox with a bounded window of unconfirmed publishes. A lost connection puts
-the unconfirmed messages back in front and reconnects with jittered backoff, forever.
+drains the outbox with a window of unconfirmed publishes no wider than the broker's
+Receive Maximum. A lost connection puts the unconfirmed messages back in front and
+reconnects with jittered backoff, forever.
 
-The MQTT library (aiomqtt on paho) is used only in this module, so that replacing it is
-a local change.
+The MQTT client is gmqtt, an asyncio-native MQTT 5/3.1.1 client: its publish is a plain
+function call that writes a packet, about a fifth of the CPU of aiomqtt on paho, which
+waits on a future per message. Each connection gets a fresh client with gmqtt's own
+reconnects switched off (this loop owns reconnects and resends, from the outbox); a
+confirmation (PUBACK) reaches the outbox through the client's storage hook. gmqtt is used
+only in this module, so the choice of library stays a local decision.
 
 Errors::
 
-    MqttError (aiomqtt)    a refused or lost connection; handled inside the loop
+    LinkError               a refused, failed or lost connection; handled in the loop
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
+import logging
+import os
 import ssl
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiomqtt
 import structlog
-from aiomqtt.exceptions import MqttConnectError
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from gmqtt import Client as GmqttClient
+from gmqtt import Message, Subscription
+from gmqtt.mqtt.constants import MQTTv50, MQTTv311
+from gmqtt.mqtt.handler import MQTTConnectError
+from gmqtt.storage import PersistentStorage
 
 from bridge.backoff import Backoff
 from bridge.config import MqttConfig
@@ -44,10 +50,25 @@ log = structlog.get_logger("bridge.mqtt")
 # CONNACK codes meaning "this broker does not speak MQTT 5": 3.1.1's "unacceptable
 # protocol version" (1) and MQTT 5's "unsupported protocol version" (132).
 _PROTOCOL_REFUSED = frozenset({1, 132})
-PUBLISH_WINDOW = 64
+PUBLISH_WINDOW = 256
 HIGH_WATER = 20_000
 SUBSCRIBE_BATCH = 100
+CONNECT_TIMEOUT = 10.0
 PROBE_TIMEOUT = 3.0
+SUBSCRIBE_TIMEOUT = 10.0
+# QoS 0 publishes are confirmed once written; past this much unsent data, wait for the
+# socket, so a slow broker slows the bridge down instead of filling memory.
+WRITE_BUFFER_LIMIT = 1024 * 1024
+# gmqtt reconnects on its own unless its retry budget is below zero; the loop here does.
+_NO_RECONNECTS = -2
+
+
+class LinkError(Exception):
+    """A refused, failed or lost broker connection; ``code`` is a CONNACK code if any."""
+
+    def __init__(self, reason: str, code: int | None = None) -> None:
+        super().__init__(reason)
+        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +82,6 @@ class InboundMessage:
     correlation_data: bytes | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ResponseRoute:
-    """Where an MQTT 5 requester asked for its reply (Response Topic, Correlation Data)."""
-
-    topic: str
-    correlation_data: bytes | None
-
-
 def tls_context(config: MqttConfig) -> ssl.SSLContext | None:
     """The TLS context for ``mqtts://``: verified by default, a client cert if given."""
     if not config.is_tls:
@@ -80,6 +93,39 @@ def tls_context(config: MqttConfig) -> ssl.SSLContext | None:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+class _ConfirmingStorage(PersistentStorage):  # type: ignore[misc]
+    """gmqtt's store of unconfirmed publishes, told which outbox entry each packet is.
+
+    gmqtt calls ``push_message`` with the packet id right after writing a QoS 1/2
+    publish, and ``remove_message_by_mid`` when its PUBACK (or PUBCOMP) arrives.
+    """
+
+    def __init__(self, on_confirmed: Callable[[Entry], None]) -> None:
+        super().__init__()
+        self.sending: Entry | None = None
+        self._entries: dict[int, Entry] = {}
+        self._on_confirmed = on_confirmed
+
+    def push_message(self, mid: int, raw_package: bytes) -> None:
+        # Only the id is needed: resends come from the outbox, on a fresh client.
+        if self.sending is not None:
+            self._entries[mid] = self.sending
+
+    def remove_message_by_mid(self, mid: int) -> None:
+        entry = self._entries.pop(mid, None)
+        if entry is not None:
+            self._on_confirmed(entry)
+
+    @property
+    def is_empty(self) -> bool:
+        return True
+
+    @property
+    def unconfirmed(self) -> int:
+        """Publishes written and not yet confirmed."""
+        return len(self._entries)
 
 
 class MqttLink:
@@ -107,24 +153,19 @@ class MqttLink:
         metrics.queue_depth.set(self._outbox.depth)
         self._filters: list[str] = []
         self._handler: Callable[[InboundMessage], None] = lambda _: None
-        self._wakeup = asyncio.Event()
-        self._idle_workers: deque[asyncio.Future[None]] = deque()
+        self._wakeup = asyncio.Event()  # something to send, or room in the window
         self._room = asyncio.Event()
         self._room.set()
         self._connected = asyncio.Event()
         self._closing = False
         self._drained = asyncio.Event()
-        self._closed_and_drained = asyncio.Event()
-        self._protocol = (
-            aiomqtt.ProtocolVersion.V311
-            if config.protocol == "3.1.1"
-            else aiomqtt.ProtocolVersion.V5
-        )
+        self._v5 = config.protocol != "3.1.1"
         self._dropped_this_outage = 0
         self._v5_confirmed = False
         self._session_up = False  # a session was established (for the lost-vs-failed line)
-        self._client: aiomqtt.Client | None = None
+        self._client: GmqttClient | None = None
         self._tls = tls_context(config)
+        self._subscribed: dict[int, asyncio.Future[None]] = {}
 
     # --- what the rest of the bridge uses ------------------------------------------------
 
@@ -139,21 +180,17 @@ class MqttLink:
         return self._outbox.depth
 
     @property
-    def _probing_v5(self) -> bool:
-        """Whether ``auto`` is still trying MQTT 5 on a broker never reached with it."""
-        return (
-            self._config.protocol == "auto"
-            and self._protocol == aiomqtt.ProtocolVersion.V5
-            and not self._v5_confirmed
-        )
-
-    @property
     def protocol(self) -> str:
         """The MQTT protocol version in use (``5`` or ``3.1.1``)."""
-        return "5" if self._protocol == aiomqtt.ProtocolVersion.V5 else "3.1.1"
+        return "5" if self._v5 else "3.1.1"
+
+    @property
+    def _probing_v5(self) -> bool:
+        """Whether ``auto`` is still trying MQTT 5 on a broker never reached with it."""
+        return self._config.protocol == "auto" and self._v5 and not self._v5_confirmed
 
     def subscribe(self, topic_filter: str) -> None:
-        """Subscribe to a filter on every (re)connect; call before or while running."""
+        """Subscribe to a filter on every (re)connect; call before running."""
         self._filters.append(topic_filter)
 
     def on_message(self, handler: Callable[[InboundMessage], None]) -> None:
@@ -168,21 +205,6 @@ class MqttLink:
         self._metrics.queue_depth.set(self._outbox.depth)
         if self._outbox.depth >= HIGH_WATER:
             self._room.clear()
-        self._wake_one()
-
-    def _wake_one(self) -> None:
-        # One publication needs one worker: waking all of them would cost a task switch each.
-        while self._idle_workers:
-            waiter = self._idle_workers.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-
-    def _wake_all(self) -> None:
-        while self._idle_workers:
-            waiter = self._idle_workers.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
         self._wakeup.set()
 
     async def wait_for_room(self) -> None:
@@ -195,34 +217,29 @@ class MqttLink:
         await self._connected.wait()
 
     async def close(self, timeout: float = 3.0) -> None:
-        """Flush what waits (up to ``timeout``), publish ``offline``, and disconnect."""
+        """Flush what waits and ``offline`` (up to ``timeout``), then disconnect cleanly.
+
+        ``bridge/state`` ``offline`` goes through the outbox like everything else, so it
+        is confirmed last; if the broker is away, the Last Will says it instead.
+        """
         self._closing = True
-        self._wake_all()
         if self.connected:
+            self.publish(Publication(self._state_topic, b"offline", True, ""))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     while self._outbox.depth and self.connected:
                         self._drained.clear()
-                        self._wake_all()
                         await self._drained.wait()
-        client = self._client
-        if client is not None and self.connected:
-            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
-                await client.publish(
-                    self._state_topic, b"offline", qos=self._config.qos, retain=True, timeout=2
-                )
-        self._closed_and_drained.set()
+        self._wakeup.set()
 
     # --- the loop -------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Connect, publish and receive until cancelled or closed; reconnect on failure."""
+        """Connect, publish and receive until closed; reconnect on failure."""
         while not self._closing:
             try:
                 await self._session()
-            except aiomqtt.MqttError as exc:
-                self._lost(exc)
-            except ssl.SSLError as exc:
+            except (LinkError, OSError) as exc:
                 self._lost(exc)
             if self._closing:
                 break
@@ -244,14 +261,14 @@ class MqttLink:
                 url=self._config.url,
                 error=str(exc),
             )
-            self._protocol = aiomqtt.ProtocolVersion.V311
+            self._v5 = False
             self._backoff.reset()
             return
         event = "mqtt connection lost" if was_connected else "mqtt connect failed"
         log.warning(
             event,
             url=self._config.url,
-            error=str(exc) or type(exc).__name__,
+            error=_describe(exc),
             hint=_hint(exc),
             queued=self._outbox.depth,
         )
@@ -265,73 +282,101 @@ class MqttLink:
             log.debug("mqtt requeued unconfirmed", count=requeued)
         self._client = None
         self._room.set()
+        for waiter in self._subscribed.values():
+            if not waiter.done():
+                waiter.cancel()
+        self._subscribed.clear()
 
-    def _new_client(self) -> aiomqtt.Client:
+    def _new_client(self, storage: _ConfirmingStorage) -> GmqttClient:
         config = self._config
-        v5 = self._protocol == aiomqtt.ProtocolVersion.V5
-        properties = None
-        will_properties = None
-        if v5:
-            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            properties.SessionExpiryInterval = config.session_expiry
-            will_properties = Properties(PacketTypes.WILLMESSAGE)  # type: ignore[no-untyped-call]
-        password = config.password.get_secret_value() if config.password else None
-        # Never a clean start: the broker keeps our subscriptions and queued requests.
-        session: dict[str, Any] = {"clean_start": False} if v5 else {"clean_session": False}
-        client = aiomqtt.Client(
-            config.host,
-            config.port,
-            username=config.username,
-            password=password,
-            identifier=config.client_id,
-            protocol=self._protocol,
-            will=aiomqtt.Will(
-                self._state_topic,
-                b"offline",
-                qos=config.qos,
-                retain=True,
-                properties=will_properties,
-            ),
-            **session,
-            keepalive=config.keepalive,
-            # A broker that cannot parse MQTT 5 may never answer: probe it briefly.
-            timeout=PROBE_TIMEOUT if self._probing_v5 else 10,
-            properties=properties,
-            tls_context=self._tls,
-            tls_insecure=(not config.verify_tls) if self._tls else None,
-            max_inflight_messages=PUBLISH_WINDOW,
+        will = Message(self._state_topic, b"offline", qos=config.qos, retain=True)
+        extra: dict[str, Any] = {}
+        if self._v5:
+            extra["session_expiry_interval"] = config.session_expiry
+        client = GmqttClient(
+            config.client_id,
+            # Never a clean start: the broker keeps our subscriptions and queued requests.
+            clean_session=False,
+            will_message=will,
+            persistent_storage=storage,
+            logger=_QUIET_LOGGER,
+            **extra,
         )
-        client.pending_calls_threshold = PUBLISH_WINDOW * 2
+        client.set_config({"reconnect_retries": _NO_RECONNECTS})
+        if config.username is not None:
+            password = config.password.get_secret_value() if config.password else None
+            client.set_auth_credentials(config.username, password)
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribed
         return client
 
     async def _session(self) -> None:
-        client = self._new_client()
-        async with client:
-            self._client = client
-            try:
-                await client.publish(
-                    self._state_topic, b"online", qos=self._config.qos, retain=True
+        storage = _ConfirmingStorage(self._confirmed)
+        client = self._new_client(storage)
+        lost = asyncio.Event()
+
+        def disconnected(*_: Any) -> None:
+            lost.set()
+            self._wakeup.set()
+
+        client.on_disconnect = disconnected
+        timeout = PROBE_TIMEOUT if self._probing_v5 else CONNECT_TIMEOUT
+        try:
+            async with asyncio.timeout(timeout):
+                await client.connect(
+                    self._config.host,
+                    self._config.port,
+                    ssl=self._tls or False,
+                    keepalive=self._config.keepalive,
+                    version=MQTTv50 if self._v5 else MQTTv311,
                 )
-                # Subscribed before "connected": a request sent after readiness is heard.
-                for start in range(0, len(self._filters), SUBSCRIBE_BATCH):
-                    batch = self._filters[start : start + SUBSCRIBE_BATCH]
-                    await client.subscribe([(f, 1) for f in batch])
-                self._mark_connected()
-                async with asyncio.TaskGroup() as group:
-                    group.create_task(self._receive(client), name="mqtt-receive")
-                    for index in range(PUBLISH_WINDOW):
-                        group.create_task(self._publish_loop(client), name=f"mqtt-publish#{index}")
-                    group.create_task(self._watch_closing(), name="mqtt-close-watch")
-            except* _SessionClosedError:
-                pass
-            except* aiomqtt.MqttError as group_error:
-                raise group_error.exceptions[0] from None
-            finally:
-                self._set_disconnected()
+        except TimeoutError:
+            await _abandon(client)
+            raise LinkError(f"no answer to CONNECT within {timeout:g} s") from None
+        except MQTTConnectError as exc:
+            await _abandon(client)
+            raise LinkError(f"broker refused the connection: {exc}", exc._code) from None
+        except OSError:
+            await _abandon(client)
+            raise
+        self._client = client
+        try:
+            self._publish_state(client, b"online")
+            # Subscribed before "connected": a request sent after readiness is heard.
+            await self._subscribe_all(client, lost)
+            self._mark_connected()
+            await self._pump(client, storage, lost)
+        finally:
+            graceful = self._closing and self._outbox.depth == 0
+            self._set_disconnected()
+            await _abandon(client, graceful=graceful)
+
+    def _publish_state(self, client: GmqttClient, state: bytes) -> None:
+        client.publish(Message(self._state_topic, state, qos=self._config.qos, retain=True))
+
+    async def _subscribe_all(self, client: GmqttClient, lost: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        for start in range(0, len(self._filters), SUBSCRIBE_BATCH):
+            batch = [Subscription(f, qos=1) for f in self._filters[start : start + SUBSCRIBE_BATCH]]
+            mid = client.subscribe(batch)
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._subscribed[mid] = waiter
+            try:
+                async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
+                    await waiter
+            except (TimeoutError, asyncio.CancelledError) as exc:
+                if lost.is_set() or isinstance(exc, TimeoutError):
+                    raise LinkError("the broker did not acknowledge the subscriptions") from None
+                raise
+
+    def _on_subscribed(self, _client: Any, mid: int, *_: Any) -> None:
+        waiter = self._subscribed.pop(mid, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _mark_connected(self) -> None:
         self._session_up = True
-        if self._protocol == aiomqtt.ProtocolVersion.V5:
+        if self._v5:
             self._v5_confirmed = True
         self._connected.set()
         self._outbox.coalesce = False
@@ -347,43 +392,69 @@ class MqttLink:
             client_id=self._config.client_id,
             queued=self._outbox.depth,
         )
-        self._wake_all()
 
-    async def _watch_closing(self) -> None:
-        """End the session once close() is called and the outbox is flushed."""
-        await self._closed_and_drained.wait()
-        raise _SessionClosedError
-
-    async def _publish_loop(self, client: aiomqtt.Client) -> None:
+    async def _pump(
+        self, client: GmqttClient, storage: _ConfirmingStorage, lost: asyncio.Event
+    ) -> None:
+        """Send from the outbox, a window at a time, until the connection is lost or closed."""
         outbox = self._outbox
         qos = self._config.qos
-        while True:
-            entry = outbox.take()
-            if entry is None:
-                if self._closing:
-                    return
-                waiter = asyncio.get_running_loop().create_future()
-                self._idle_workers.append(waiter)
-                await waiter
+        window = _window(client)
+        transport = _transport(client)
+        while not lost.is_set():
+            if self._closing and outbox.depth == 0:
+                return
+            sent = 0
+            while storage.unconfirmed < window and sent < window:
+                entry = outbox.take()
+                if entry is None:
+                    break
+                self._send(client, storage, entry, qos)
+                sent += 1
+            if sent:
+                # Let acks be read and other tasks run before the next window; a full
+                # socket buffer (QoS 0 to a slow broker) waits for the socket instead.
+                full = (
+                    transport is not None and transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT
+                )
+                await asyncio.sleep(0.001 if full else 0)
                 continue
-            await self._publish_entry(client, entry, qos)
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        raise LinkError("connection to the broker lost")
 
-    async def _publish_entry(self, client: aiomqtt.Client, entry: Entry, qos: int) -> None:
+    def _send(
+        self, client: GmqttClient, storage: _ConfirmingStorage, entry: Entry, qos: int
+    ) -> None:
         publication = entry.publication
-        properties = None
-        if publication.correlation_data is not None and self.protocol == "5":
-            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            properties.CorrelationData = publication.correlation_data
-        await client.publish(
-            publication.topic,
-            publication.payload,
-            qos=qos,
-            retain=publication.retain,
-            properties=properties,
-            timeout=math.inf,
-        )
+        properties: dict[str, Any] = {}
+        if publication.correlation_data is not None and self._v5:
+            properties["correlation_data"] = publication.correlation_data
+        storage.sending = entry
+        try:
+            client.publish(
+                Message(
+                    publication.topic,
+                    publication.payload,
+                    qos=qos,
+                    retain=publication.retain,
+                    **properties,
+                )
+            )
+        except (ValueError, UnicodeError) as exc:
+            # A topic the broker would refuse (only from a client's Response Topic).
+            log.warning("publish refused", topic=publication.topic[:200], error=str(exc))
+            self._confirmed(entry, published=False)
+            return
+        finally:
+            storage.sending = None
+        if qos == 0:
+            self._confirmed(entry)
+
+    def _confirmed(self, entry: Entry, *, published: bool = True) -> None:
         self._outbox.ack(entry)
-        if publication.stream is not None:
+        publication = entry.publication
+        if published and publication.stream is not None:
             self._metrics.stream(publication.nvr, publication.stream).published.inc()
         depth = self._outbox.depth
         self._metrics.queue_depth.set(depth)
@@ -391,28 +462,34 @@ class MqttLink:
             self._drained.set()
         if depth < HIGH_WATER // 2:
             self._room.set()
+        self._wakeup.set()
 
-    async def _receive(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            payload = message.payload
-            if isinstance(payload, str):
-                body = payload.encode()
-            elif isinstance(payload, bytes | bytearray):
-                body = bytes(payload)
-            else:
-                body = b"" if payload is None else str(payload).encode()
-            response_topic, correlation = _response_properties(message.properties)
-            inbound = InboundMessage(
-                topic=message.topic.value,
-                payload=body,
-                retain=bool(message.retain),
-                response_topic=response_topic,
-                correlation_data=correlation,
-            )
-            try:
-                self._handler(inbound)
-            except Exception:  # one bad request must not end the subscription
-                log.exception("inbound message failed", topic=inbound.topic[:200])
+    def _on_message(
+        self,
+        _client: Any,
+        topic: str | bytes,
+        payload: bytes,
+        _qos: int,
+        properties: dict[str, Any],
+    ) -> int:
+        if isinstance(topic, bytes):
+            topic = topic.decode("utf-8", "replace")
+        response_topic = _first(properties.get("response_topic"))
+        correlation = _first(properties.get("correlation_data"))
+        inbound = InboundMessage(
+            topic=topic,
+            payload=payload if isinstance(payload, bytes) else bytes(payload or b""),
+            retain=bool(properties.get("retain")),
+            response_topic=response_topic
+            if isinstance(response_topic, str) and response_topic
+            else None,
+            correlation_data=bytes(correlation) if correlation is not None else None,
+        )
+        try:
+            self._handler(inbound)
+        except Exception:  # one bad request must not end the subscription
+            log.exception("inbound message failed", topic=inbound.topic[:200])
+        return 0  # PUBACK: success
 
     def _dropped(self, publication: Publication) -> None:
         self._dropped_this_outage += 1
@@ -426,37 +503,72 @@ class MqttLink:
             )
 
 
+# gmqtt logs every lost socket and refused connect itself; the bridge says it in one line.
+_QUIET_LOGGER = logging.getLogger("bridge.mqtt.gmqtt")
+_QUIET_LOGGER.setLevel(logging.CRITICAL)
+
+
+def _first(values: Any) -> Any:
+    if isinstance(values, list | tuple):
+        return values[0] if values else None
+    return values
+
+
+def _window(client: GmqttClient) -> int:
+    """Unconfirmed publishes allowed at once: ours, within the broker's Receive Maximum."""
+    handler = getattr(client, "_connection", None)
+    protocol = getattr(handler, "_protocol", None)
+    generator = getattr(protocol, "id_generator", None)
+    receive_maximum = getattr(generator, "_max", None)
+    if isinstance(receive_maximum, int) and receive_maximum >= 2:
+        return max(1, min(PUBLISH_WINDOW, receive_maximum - 1))
+    return min(PUBLISH_WINDOW, 19)
+
+
+def _transport(client: GmqttClient) -> asyncio.WriteTransport | None:
+    connection = getattr(client, "_connection", None)
+    transport = getattr(connection, "_transport", None)
+    return transport if isinstance(transport, asyncio.WriteTransport) else None
+
+
+async def _abandon(client: GmqttClient, *, graceful: bool = False) -> None:
+    """Close a client for good: a clean DISCONNECT only when ``graceful``.
+
+    Otherwise the socket is cut first, so the broker publishes the Last Will.
+    """
+    if not graceful:
+        transport = _transport(client)
+        if transport is not None:
+            transport.abort()
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(2):
+            await client.disconnect()
+
+
 def _refuses_v5(exc: BaseException) -> bool:
     """Whether a failed connect means "no MQTT 5 here": refused, or never answered.
 
     3.1.1-only brokers such as amqtt choke on an MQTT 5 CONNECT with properties and
     never send a CONNACK.
     """
-    if isinstance(exc, MqttConnectError):
-        return getattr(exc, "rc", None) in _PROTOCOL_REFUSED
-    return "timed out" in str(exc).lower()
+    if isinstance(exc, LinkError) and exc.code is not None:
+        return exc.code in _PROTOCOL_REFUSED
+    return "no answer to connect" in str(exc).lower()
 
 
-def _response_properties(properties: Any) -> tuple[str | None, bytes | None]:
-    if properties is None:
-        return None, None
-    topic = getattr(properties, "ResponseTopic", None)
-    correlation = getattr(properties, "CorrelationData", None)
-    return (topic if isinstance(topic, str) and topic else None), (
-        bytes(correlation) if correlation is not None else None
-    )
+def _describe(exc: BaseException) -> str:
+    """A short, stable text for a connection error (``[Errno 111] Connection refused``)."""
+    if isinstance(exc, OSError) and exc.errno is not None and not isinstance(exc, ssl.SSLError):
+        return f"[Errno {exc.errno}] {os.strerror(exc.errno)}"
+    return str(exc) or type(exc).__name__
 
 
 def _hint(exc: BaseException) -> str:
     text = str(exc).lower()
-    if "refused" in text or "errno 111" in text:
+    if ("refused" in text and "connection" in text and "code" not in text) or "errno 111" in text:
         return "is the broker running and is BRIDGE_MQTT_URL right?"
-    if "not authorized" in text or "bad user name or password" in text or "code:135" in text:
+    if "password" in text or "not authori" in text or "code 4 " in text or "code 5 " in text:
         return "check BRIDGE_MQTT_USERNAME and BRIDGE_MQTT_PASSWORD"
     if "certificate" in text or isinstance(exc, ssl.SSLError):
         return "check BRIDGE_MQTT_CA_FILE (or BRIDGE_MQTT_VERIFY_TLS) for this broker"
     return "will retry with backoff"
-
-
-class _SessionClosedError(Exception):
-    """Raised inside the session's task group to end it after close()."""

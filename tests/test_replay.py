@@ -67,10 +67,11 @@ async def test_events_recorded_during_an_outage_are_published_once_after_it(
         await running.wait_online()
         await sim.push("event", {"ChannelID": 1, "Type": "Motion", "State": "active"})
         await w.wait_topic(f"{base_topic}/nvr1/channel/1/event/Motion")
-        # The NVR keeps recording while the bridge is cut off.
-        await sim.drop_websockets()
-        sim.login_mode = "refuse"  # hold the bridge off for a moment
+        # The NVR keeps recording while the bridge is cut off (logins refused first, so
+        # the streams cannot come straight back with the old session).
+        sim.login_mode = "refuse"
         sim.expire_sessions()
+        await sim.drop_websockets()
         await eventually(lambda: not running.bridge.nvrs["nvr1"].online, what="offline")
         now_ms = int(time.time() * 1000)
         sim.record_history(
