@@ -33,6 +33,8 @@ from bridge.sim import SimulatedNvr
 
 HERE = Path(__file__).parent
 DEFAULT_WAIT = 10.0
+# How often a deadline-bounded wait re-checks its condition.
+POLL_INTERVAL = 0.01
 
 
 def free_port() -> int:
@@ -206,13 +208,13 @@ class RunningBridge:
         self.task = asyncio.create_task(self.bridge.run(), name="bridge-under-test")
         async with asyncio.timeout(DEFAULT_WAIT):
             while self.bridge.http is not None and self.bridge.http.port is None:
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(POLL_INTERVAL)  # inside a deadline
         return self
 
     async def wait_online(self, timeout: float = DEFAULT_WAIT) -> None:
         async with asyncio.timeout(timeout):
             while self.bridge.not_ready():
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(POLL_INTERVAL)  # inside a deadline
 
     async def stop(self, timeout: float = 10.0) -> None:
         if self.task is None:
@@ -349,7 +351,7 @@ async def eventually(
                 result = predicate()
                 if result:
                     return result
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(POLL_INTERVAL)  # inside a deadline
     except TimeoutError:
         raise AssertionError(
             f"timed out after {timeout} s waiting for {what or predicate}"

@@ -45,6 +45,7 @@ from bridge.nvr.models import STREAM_NAMES, StreamName
 from bridge.observability import Metrics
 from bridge.sim.device import DeviceIdentity
 from bridge.supervisor import NvrSupervisor
+from tests.conftest import POLL_INTERVAL
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC_PATH = ROOT / "docs" / "asyncapi.yaml"
@@ -490,7 +491,7 @@ class ScriptedNvr:
 async def wait_for(link: CapturingLink, count: int) -> None:
     async with asyncio.timeout(2):
         while len(link.publications) < count:
-            await asyncio.sleep(0)
+            await asyncio.sleep(POLL_INTERVAL)  # inside a deadline
 
 
 async def run_requests(
@@ -603,7 +604,7 @@ async def test_info_and_availability_fit_the_document(doc: dict[str, Any]) -> No
         try:
             async with asyncio.timeout(2):
                 while not any(p.topic == TOPICS.info for p in link.publications):
-                    await asyncio.sleep(0)
+                    await asyncio.sleep(POLL_INTERVAL)  # inside a deadline
         finally:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):

@@ -23,6 +23,7 @@ from structlog.testing import capture_logs
 
 from bridge.sim import SimulatedNvr
 from tests.conftest import (
+    POLL_INTERVAL,
     all_streams_connected,
     eventually,
     make_config,
@@ -70,7 +71,7 @@ async def readyz_becomes(port: int | None, status: int, timeout: float = 10.0) -
             answer, body = await http_get(port, "/readyz")
             if answer == status:
                 return body
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(POLL_INTERVAL)  # inside a deadline
 
 
 async def assert_healthy(running: Any) -> None:

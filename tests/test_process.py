@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from bridge.sim import SimulatedNvr
-from tests.conftest import all_streams_connected, eventually, free_port, watch
+from tests.conftest import POLL_INTERVAL, all_streams_connected, eventually, free_port, watch
 
 pytestmark = pytest.mark.asyncio
 
@@ -57,7 +57,7 @@ async def wait_exit(process: subprocess.Popen[bytes], timeout: float) -> int:
         if time.monotonic() > deadline:
             process.kill()
             raise AssertionError(f"process still running after {timeout} s")
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(POLL_INTERVAL)  # inside a deadline
     return process.returncode
 
 

@@ -20,6 +20,7 @@ import pytest
 
 from bridge.sim import SimulatedNvr
 from tests.conftest import (
+    POLL_INTERVAL,
     BrokerProcess,
     eventually,
     free_port,
@@ -61,7 +62,7 @@ class SessionWatcher:
             except (aiomqtt.MqttError, OSError) as exc:
                 self.errors.append(repr(exc))
                 self.connected.clear()
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(POLL_INTERVAL)  # inside a deadline
 
 
 @contextlib.asynccontextmanager
@@ -88,7 +89,7 @@ async def broker_disconnected(metrics_url: str) -> bool:
 async def eventually_async(check, timeout: float = 10, what: str = "") -> None:
     async with asyncio.timeout(timeout):
         while not await check():
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(POLL_INTERVAL)  # inside a deadline
 
 
 def meta_items(start: int, count: int) -> list[dict[str, object]]:

@@ -27,6 +27,7 @@ from bridge.sim.discovery import inquiry
 from bridge.sim.fleet import server_ssl_context
 from bridge.sim.history import SearchError
 from bridge.sim.traffic import message
+from tests.conftest import POLL_INTERVAL
 
 T0_MS = 1_700_000_000_000
 T0_S = T0_MS // 1000
@@ -90,7 +91,7 @@ async def next_json(ws: aiohttp.ClientWebSocketResponse, timeout: float = 2.0) -
 async def until(condition: Callable[[], bool], timeout: float = 3.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(POLL_INTERVAL)  # inside a deadline
 
 
 def ws_url(nvr: SimulatedNvr, stream: str) -> str:
