@@ -279,7 +279,7 @@ class MqttLink:
         self._metrics.mqtt_connected.set(0)
         requeued = self._outbox.requeue_inflight()
         if requeued:
-            log.debug("mqtt requeued unconfirmed", count=requeued)
+            log.debug("outbox requeued unconfirmed", count=requeued)
         self._client = None
         self._room.set()
         for waiter in self._subscribed.values():
