@@ -503,9 +503,11 @@ class MqttLink:
             )
 
 
-# gmqtt logs every lost socket and refused connect itself; the bridge says it in one line.
+# gmqtt logs every lost socket and refused connect itself (some at WARNING, from its
+# module loggers); the bridge says each in one line of its own.
 _QUIET_LOGGER = logging.getLogger("bridge.mqtt.gmqtt")
 _QUIET_LOGGER.setLevel(logging.CRITICAL)
+logging.getLogger("gmqtt").setLevel(logging.CRITICAL)
 
 
 def _first(values: Any) -> Any:
