@@ -130,7 +130,7 @@ def metric_sum(text: str, name: str) -> float:
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
-        if line.startswith(name + "{") or line.startswith(name + " ")
+        if line.startswith((name + "{", name + " "))
     )
 
 
