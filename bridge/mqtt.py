@@ -128,6 +128,35 @@ class _ConfirmingStorage(PersistentStorage):  # type: ignore[misc]
         return len(self._entries)
 
 
+class _WindowWriter:
+    """The client's transport, but a window of publishes goes out in one write.
+
+    gmqtt writes each packet as it is built: a send() system call per message. While
+    ``held``, writes are collected and ``flush`` sends them at once; everything else is
+    the real transport's.
+    """
+
+    def __init__(self, transport: asyncio.WriteTransport) -> None:
+        self.transport = transport
+        self.held = False
+        self._parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if self.held:
+            self._parts.append(data)
+        else:
+            self.transport.write(data)
+
+    def flush(self) -> None:
+        self.held = False
+        if self._parts:
+            self.transport.write(b"".join(self._parts))
+            self._parts.clear()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
 class MqttLink:
     """The publisher/subscriber with its outbox and reconnect loop (see module doc)."""
 
@@ -401,16 +430,23 @@ class MqttLink:
         qos = self._config.qos
         window = _window(client)
         transport = _transport(client)
+        writer = _window_writer(client)
         while not lost.is_set():
             if self._closing and outbox.depth == 0:
                 return
             sent = 0
-            while storage.unconfirmed < window and sent < window:
-                entry = outbox.take()
-                if entry is None:
-                    break
-                self._send(client, storage, entry, qos)
-                sent += 1
+            if writer is not None:
+                writer.held = True
+            try:
+                while storage.unconfirmed < window and sent < window:
+                    entry = outbox.take()
+                    if entry is None:
+                        break
+                    self._send(client, storage, entry, qos)
+                    sent += 1
+            finally:
+                if writer is not None:
+                    writer.flush()
             if sent:
                 # Let acks be read and other tasks run before the next window; a full
                 # socket buffer (QoS 0 to a slow broker) waits for the socket instead.
@@ -531,6 +567,19 @@ def _transport(client: GmqttClient) -> asyncio.WriteTransport | None:
     connection = getattr(client, "_connection", None)
     transport = getattr(connection, "_transport", None)
     return transport if isinstance(transport, asyncio.WriteTransport) else None
+
+
+def _window_writer(client: GmqttClient) -> _WindowWriter | None:
+    """Put a ``_WindowWriter`` between the client's protocol and its transport."""
+    protocol: Any = getattr(getattr(client, "_connection", None), "_protocol", None)
+    current = getattr(protocol, "_transport", None)
+    if isinstance(current, _WindowWriter):
+        return current
+    if not isinstance(current, asyncio.WriteTransport):
+        return None  # not the gmqtt this was written for: write packet by packet
+    writer = _WindowWriter(current)
+    protocol._transport = writer  # the one seam gmqtt offers for batching writes
+    return writer
 
 
 async def _abandon(client: GmqttClient, *, graceful: bool = False) -> None:

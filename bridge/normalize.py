@@ -116,7 +116,10 @@ def truncate_for_log(raw: str | bytes, limit: int = 1024) -> str:
 
 def parse_frame(raw: str | bytes) -> list[Any]:
     """The JSON items of one text frame: an object is one item, an array its elements."""
-    size = len(raw.encode("utf-8", "replace")) if isinstance(raw, str) else len(raw)
+    size = len(raw)
+    if isinstance(raw, str) and size * 4 > MAX_FRAME_BYTES:
+        # Only text that might exceed the limit is measured in UTF-8 bytes.
+        size = len(raw.encode("utf-8", "replace"))
     if size > MAX_FRAME_BYTES:
         raise FrameRejected(f"frame of {size} bytes exceeds the limit of {MAX_FRAME_BYTES}")
     try:

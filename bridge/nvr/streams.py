@@ -96,10 +96,11 @@ class StreamListener:
                 if self._gap is not None and self._down_since is not None:
                     # Before the first live frame, so replayed items come out in order.
                     await self._replay(self._down_since, time.time())
-                async for frame in websocket:
+                while True:
+                    # Raw bytes: orjson parses UTF-8 itself, so text is never decoded twice.
+                    frame = await websocket.recv(decode=False)
                     self._handle(frame)
                     await self._link.wait_for_room()
-            reason = _close_reason(websocket.close_code, websocket.close_reason)
         except ConnectionClosed as exc:
             close = exc.rcvd or exc.sent
             reason = _close_reason(close.code if close else None, close.reason if close else "")
@@ -146,6 +147,7 @@ class StreamListener:
         self._on_state(self.stream, False)
 
     def _handle(self, frame: str | bytes) -> None:
+        """Publish what one frame holds; count and log what it holds that is invalid."""
         outcome = process_frame(self._normalizer, self.stream, frame, format_timestamp(time.time()))
         counters = self._counters
         if outcome.received:
