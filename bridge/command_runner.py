@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import structlog
 
 from bridge.commands import (
@@ -26,7 +25,7 @@ from bridge.commands import (
     parse_request,
 )
 from bridge.mqtt import InboundMessage, MqttLink
-from bridge.normalize import Publication, Topics
+from bridge.normalize import Publication, Topics, compact_json
 from bridge.nvr.client import NvrClient, NvrError, NvrHttpError, NvrRejected
 from bridge.observability import Metrics
 
@@ -207,7 +206,7 @@ class CommandRunner:
         result: Any,
         error: str | None,
     ) -> None:
-        payload = orjson.dumps(
+        payload = compact_json(
             {
                 "status": status,
                 "command": parsed.command,

@@ -51,7 +51,9 @@ log = structlog.get_logger("bridge.mqtt")
 # protocol version" (1) and MQTT 5's "unsupported protocol version" (132).
 _PROTOCOL_REFUSED = frozenset({1, 132})
 PUBLISH_WINDOW = 256
-HIGH_WATER = 20_000
+# Readers wait while this many messages are unconfirmed on a connected broker (TCP then
+# slows the NVR down): bounded memory under a burst. Outages are bound by the outbox.
+HIGH_WATER = 2_000
 SUBSCRIBE_BATCH = 100
 CONNECT_TIMEOUT = 10.0
 PROBE_TIMEOUT = 3.0
@@ -179,7 +181,8 @@ class MqttLink:
         if spool is not None:
             self._outbox.on_discard = spool.discarded
             spool.restore(self._outbox)
-        metrics.queue_depth.set(self._outbox.depth)
+        # Read at scrape time: no cost per message.
+        metrics.queue_depth.set_function(lambda: self._outbox.depth)
         self._filters: list[str] = []
         self._handler: Callable[[InboundMessage], None] = lambda _: None
         self._wakeup = asyncio.Event()  # something to send, or room in the window
@@ -195,6 +198,7 @@ class MqttLink:
         self._client: GmqttClient | None = None
         self._tls = tls_context(config)
         self._subscribed: dict[int, asyncio.Future[None]] = {}
+        self._window_full = False
 
     # --- what the rest of the bridge uses ------------------------------------------------
 
@@ -231,7 +235,6 @@ class MqttLink:
         entry = self._outbox.put(publication)
         if self._spool is not None:
             self._spool.added(entry)
-        self._metrics.queue_depth.set(self._outbox.depth)
         if self._outbox.depth >= HIGH_WATER:
             self._room.clear()
         self._wakeup.set()
@@ -447,15 +450,18 @@ class MqttLink:
             finally:
                 if writer is not None:
                     writer.flush()
-            if sent:
-                # Let acks be read and other tasks run before the next window; a full
-                # socket buffer (QoS 0 to a slow broker) waits for the socket instead.
-                full = (
-                    transport is not None and transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT
-                )
-                await asyncio.sleep(0.001 if full else 0)
+            if transport is not None and transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
+                # QoS 0 to a slow broker: wait for the socket, not for memory to fill.
+                await asyncio.sleep(0.001)
+                continue
+            self._window_full = storage.unconfirmed >= window
+            if sent and outbox.queued and not self._window_full:
+                # More waits: let acks be read and other tasks run, then the next window.
+                await asyncio.sleep(0)
                 continue
             self._wakeup.clear()
+            if outbox.queued and not self._window_full:
+                continue
             await self._wakeup.wait()
         raise LinkError("connection to the broker lost")
 
@@ -493,12 +499,14 @@ class MqttLink:
         if published and publication.stream is not None:
             self._metrics.stream(publication.nvr, publication.stream).published.inc()
         depth = self._outbox.depth
-        self._metrics.queue_depth.set(depth)
         if depth == 0:
             self._drained.set()
         if depth < HIGH_WATER // 2:
             self._room.set()
-        self._wakeup.set()
+        if self._window_full or self._closing:
+            # Only a pump waiting for room needs waking; otherwise an ack is no news.
+            self._window_full = False
+            self._wakeup.set()
 
     def _on_message(
         self,

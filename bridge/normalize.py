@@ -199,8 +199,17 @@ class Topics:
         return f"{self.base}/{self.nvr}/response/{sanitize_level(command)}"
 
 
+def compact_json(payload: Any, **options: Any) -> bytes:
+    """``orjson.dumps``, copied to its exact size.
+
+    orjson returns short results inside a 4 KiB allocation; a queue of 20,000 of them
+    would hold 80 MB. The copy keeps about 100 bytes each.
+    """
+    return bytes(memoryview(orjson.dumps(payload, **options)))
+
+
 def _dumps(payload: Mapping[str, Any]) -> bytes:
-    return orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS)
+    return compact_json(payload, option=orjson.OPT_NON_STR_KEYS)
 
 
 StatusKey = tuple[bool, bool, bool, bool | None]
