@@ -119,7 +119,7 @@ def source_revision() -> str | None:
 
 def source_fingerprint() -> str:
     """A hash of the bridge's source files: which code ran, committed or not."""
-    import hashlib  # noqa: PLC0415
+    import hashlib
 
     digest = hashlib.sha256()
     for path in sorted((ROOT / "bridge").rglob("*.py")):
