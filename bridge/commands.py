@@ -37,7 +37,6 @@ INT32_MAX = 2**31 - 1
 Channel = Annotated[StrictInt, Field(ge=1, le=INT32_MAX, description="1-based channel number.")]
 Speed = Annotated[StrictInt | StrictFloat, Field(ge=0, le=1)]
 
-PTZ_MOVES = ("tilt_up", "tilt_down", "pan_left", "pan_right", "zoom_in", "zoom_out", "stop")
 PtzCommand = Literal[
     "tilt_up",
     "tilt_down",

@@ -318,11 +318,27 @@ async def watch(
 ) -> AsyncIterator[Watcher]:
     """Subscribe to ``topic_filter`` and collect messages while the block runs."""
     use_v5 = broker.speaks_v5 if v5 is None else v5
+    async with watch_port(broker.port, topic_filter, v5=use_v5) as watcher:
+        yield watcher
+
+
+@contextlib.asynccontextmanager
+async def watch_port(
+    port: int,
+    topic_filter: str,
+    *,
+    v5: bool = True,
+    tls_context: Any = None,
+    **credentials: Any,
+) -> AsyncIterator[Watcher]:
+    """``watch`` for any broker on 127.0.0.1:port, optionally over TLS or with a login."""
     client = aiomqtt.Client(
         "127.0.0.1",
-        broker.port,
+        port,
         identifier=f"watch-{uuid.uuid4().hex[:8]}",
-        protocol=aiomqtt.ProtocolVersion.V5 if use_v5 else aiomqtt.ProtocolVersion.V311,
+        protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+        tls_context=tls_context,
+        **credentials,
     )
     async with client:
         watcher = Watcher(client)

@@ -6,6 +6,7 @@ each must turn anything into publications or a refusal sentence, never an except
 
 from __future__ import annotations
 
+import typing
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.commands import COMMANDS, ParsedRequest, convenience_request, parse_request
+from bridge.commands import COMMANDS, ParsedRequest, PtzCommand, convenience_request, parse_request
 from bridge.config import COMMAND_NAMES
 from bridge.normalize import Normalizer, Topics, process_frame
 from bridge.nvr.models import STREAM_NAMES, StreamName
@@ -165,22 +166,7 @@ timestamps = (
     | json_values
 )
 channel = st.integers(min_value=1, max_value=64)
-PTZ_COMMANDS = [
-    "tilt_up",
-    "tilt_down",
-    "pan_left",
-    "pan_right",
-    "zoom_in",
-    "zoom_out",
-    "stop",
-    "set_preset",
-    "remove_preset",
-    "goto_preset",
-    "get_presets",
-    "start_tour",
-    "stop_tour",
-    "get_tour_presets",
-]
+PTZ_COMMANDS = list(typing.get_args(PtzCommand))
 speed = st.floats(min_value=0, max_value=1) | st.integers(min_value=0, max_value=1)
 picked_presets = st.lists(
     st.fixed_dictionaries(

@@ -24,7 +24,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import pytest
 
 from bridge.config import MqttConfig
@@ -39,6 +38,7 @@ from tests.conftest import (
     metric_value,
     nvr_config,
     watch,
+    watch_port,
 )
 from tests.test_faults import captured_logs, http_get, logged
 from tests.test_process import bridge_env, wait_exit
@@ -114,34 +114,11 @@ def mtls_broker(pki: TestPki) -> Iterator[int]:
         yield port
 
 
-@contextlib.asynccontextmanager
-async def tls_watch(
+def tls_watch(
     port: int, topic_filter: str, context: ssl.SSLContext | None, **credentials: Any
-) -> AsyncIterator[Watcher]:
+) -> contextlib.AbstractAsyncContextManager[Watcher]:
     """Like conftest's ``watch``, over TLS (or with credentials) to one of these brokers."""
-    client = aiomqtt.Client(
-        "127.0.0.1",
-        port,
-        identifier=f"watch-{uuid.uuid4().hex[:8]}",
-        protocol=aiomqtt.ProtocolVersion.V5,
-        tls_context=context,
-        **credentials,
-    )
-    async with client:
-        watcher = Watcher(client)
-
-        async def collect() -> None:
-            async for message in client.messages:
-                watcher._add(message)
-
-        await client.subscribe(topic_filter, qos=1)
-        task = asyncio.create_task(collect(), name="tls-watcher")
-        try:
-            yield watcher
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await task
+    return watch_port(port, topic_filter, v5=True, tls_context=context, **credentials)
 
 
 def mqtts(port: int, **settings: Any) -> MqttConfig:
