@@ -14,10 +14,12 @@ Errors::
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -79,10 +81,20 @@ def sanitize_level(value: str) -> str:
     return _UNSAFE_LEVEL_CHARS.sub("_", value) or "_"
 
 
-def format_timestamp(epoch_seconds: float) -> str:
-    """UTC ISO 8601 with milliseconds and ``Z``, as every payload's ``timestamp``."""
-    moment = datetime.fromtimestamp(epoch_seconds, UTC)
+@lru_cache(maxsize=1)
+def _format_millisecond(epoch_ms: int) -> str:
+    moment = datetime.fromtimestamp(epoch_ms / 1000, UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def format_timestamp(epoch_seconds: float) -> str:
+    """UTC ISO 8601 with milliseconds and ``Z``, as every payload's ``timestamp``.
+
+    Frames of the same millisecond (a burst) share one formatting.
+    """
+    # Rounded to the microsecond as datetime.fromtimestamp does, then cut to the ms.
+    fraction, whole = math.modf(epoch_seconds)
+    return _format_millisecond(int(whole) * 1000 + round(fraction * 1_000_000) // 1000)
 
 
 # 'password' is the contract's rule; the SDK's network settings also name secrets
