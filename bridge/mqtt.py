@@ -195,7 +195,6 @@ class MqttLink:
         self._dropped_this_outage = 0
         self._v5_confirmed = False
         self._session_up = False  # a session was established (for the lost-vs-failed line)
-        self._client: GmqttClient | None = None
         self._tls = tls_context(config)
         self._subscribed: dict[int, asyncio.Future[None]] = {}
         self._window_full = False
@@ -243,10 +242,6 @@ class MqttLink:
         """Backpressure for readers: wait while a connected broker lags far behind."""
         if not self._room.is_set() and self.connected:
             await self._room.wait()
-
-    async def wait_connected(self) -> None:
-        """Wait until the broker is connected."""
-        await self._connected.wait()
 
     async def close(self, timeout: float = 3.0) -> None:
         """Flush what waits and ``offline`` (up to ``timeout``), then disconnect cleanly.
@@ -312,7 +307,6 @@ class MqttLink:
         requeued = self._outbox.requeue_inflight()
         if requeued:
             log.debug("outbox requeued unconfirmed", count=requeued)
-        self._client = None
         self._room.set()
         for waiter in self._subscribed.values():
             if not waiter.done():
@@ -371,7 +365,6 @@ class MqttLink:
         except OSError:
             await _abandon(client)
             raise
-        self._client = client
         try:
             self._publish_state(client, b"online")
             # Subscribed before "connected": a request sent after readiness is heard.
