@@ -172,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate and print the configuration")
     check.set_defaults(handler=cmd_check_config)
+    for sub in (run, check):
+        # Also after the command: `nvr-bridge run --config bridge.yaml`.
+        sub.add_argument(
+            "--config", metavar="FILE", default=argparse.SUPPRESS, help="YAML configuration file"
+        )
 
     sim = commands.add_parser("simulate", help="serve a simulated NVR")
     sim.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")

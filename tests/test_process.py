@@ -174,3 +174,26 @@ async def test_refused_login_logs_one_clear_line_without_the_password(broker, ba
     assert refusals[0]["level"] == "error"
     assert refusals[0]["username"] == "admin"
     assert "reason" in refusals[0]
+
+
+async def test_config_option_works_before_and_after_the_command(tmp_path: Path):
+    """`nvr-bridge --config F check-config` and `nvr-bridge check-config --config F` agree."""
+    config = tmp_path / "bridge.yaml"
+    config.write_text("nvrs:\n  - {id: lobby, url: 'http://10.0.0.9'}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    outputs = []
+    for args in (
+        ["--config", str(config), "check-config"],
+        ["check-config", "--config", str(config)],
+    ):
+        run = subprocess.run(
+            [sys.executable, "-m", "bridge", *args],
+            env=env,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        assert run.returncode == 0, run.stderr.decode()
+        outputs.append(run.stdout.decode())
+    assert outputs[0] == outputs[1]
+    assert "lobby" in outputs[0]
