@@ -13,22 +13,13 @@ from typing import cast
 
 import structlog
 
+from bridge.discovery import DISCOVERY_PORT, inquiry, is_inquiry
+
 log = structlog.get_logger("bridge.sim")
 
-DISCOVERY_PORT = 31501
-MAGIC = bytes((0x26, 0x98, 0x23, 0x34))
-INQUIRY_CMD = bytes((0x04, 0x01))
-INQUIRY_SIZE = 22
-
-
-def inquiry(sender_mac: bytes = bytes(6)) -> bytes:
-    """The 22-byte inquiry: magic, command 0x0401, MACs, DeviceInfo XML wanted, no payload."""
-    return MAGIC + INQUIRY_CMD + sender_mac + bytes(6) + bytes((1, 0)) + bytes(2)
-
-
-def is_inquiry(datagram: bytes) -> bool:
-    """Whether a datagram is the device-information inquiry."""
-    return len(datagram) == INQUIRY_SIZE and datagram[:4] == MAGIC and datagram[4:6] == INQUIRY_CMD
+# The inquiry's format is the bridge's own (bridge.discovery): one definition serves the
+# client and this responder.
+__all__ = ["DISCOVERY_PORT", "DiscoveryResponder", "inquiry", "is_inquiry", "start_responder"]
 
 
 class DiscoveryResponder(asyncio.DatagramProtocol):
