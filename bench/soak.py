@@ -120,9 +120,12 @@ class Counter:
 
 
 async def metrics_text(port: int) -> str:
-    async with aiohttp.ClientSession() as session, session.get(
-        f"http://127.0.0.1:{port}/metrics", timeout=aiohttp.ClientTimeout(total=5)
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            f"http://127.0.0.1:{port}/metrics", timeout=aiohttp.ClientTimeout(total=5)
+        ) as response,
+    ):
         return await response.text()
 
 
@@ -134,7 +137,9 @@ def metric_sum(text: str, name: str) -> float:
     )
 
 
-async def soak(minutes: float, nvr_count: int, rate: float, seed: int) -> dict[str, object]:
+async def soak(
+    minutes: float, nvr_count: int, rate: float, seed: int, tracemalloc_dir: str | None = None
+) -> dict[str, object]:
     rng = random.Random(seed)
     broker = Broker()
     broker.start()
@@ -157,8 +162,12 @@ async def soak(minutes: float, nvr_count: int, rate: float, seed: int) -> dict[s
     (work / "bridge.yaml").write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
     env["BRIDGE_CONFIG_FILE"] = str(work / "bridge.yaml")
+    command = [sys.executable, "-m", "bridge", "run"]
+    if tracemalloc_dir:
+        traced = Path(__file__).with_name("traced_bridge.py")
+        command = [sys.executable, str(traced), tracemalloc_dir, "run"]
     bridge = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "run"],
+        command,
         env=env,
         stdout=(work / "bridge.log").open("wb"),
         stderr=subprocess.STDOUT,
@@ -275,9 +284,15 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=100.0, help="messages per second in all")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument(
+        "--tracemalloc",
+        default=None,
+        metavar="DIR",
+        help="run the bridge with tracemalloc; write its heap size and top growth to DIR",
+    )
     args = parser.parse_args()
     configure_logging("console", "warning")
-    result = asyncio.run(soak(args.minutes, args.nvrs, args.rate, args.seed))
+    result = asyncio.run(soak(args.minutes, args.nvrs, args.rate, args.seed, args.tracemalloc))
     for key, value in result.items():
         print(f"{key:>18}: {value}")
     if args.json:

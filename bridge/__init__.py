@@ -1,3 +1,29 @@
 """nvr-bridge: EverFocus NVR event streams and commands, bridged to MQTT."""
 
+import sys as _sys
+
 __version__ = "0.1.0"
+
+
+def _import_structlog_without_rich() -> None:
+    """Import structlog with rich hidden from it.
+
+    structlog pretty-prints through rich whenever it can import it, and rich is installed
+    alongside the demo's broker. The bridge logs JSON (or plain console lines), so that
+    import would only cost about 2 MB of resident memory in every process. Hiding rich for
+    the duration of structlog's import keeps structlog on its plain renderers; anything
+    else that imports rich later gets it as usual.
+    """
+    if "structlog" in _sys.modules:
+        return
+    hidden = _sys.modules.get("rich")
+    if hidden is not None:
+        return  # already loaded by someone else: nothing to save
+    _sys.modules["rich"] = None  # type: ignore[assignment]
+    try:
+        import structlog  # noqa: F401, PLC0415
+    finally:
+        del _sys.modules["rich"]
+
+
+_import_structlog_without_rich()

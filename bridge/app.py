@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -19,8 +20,10 @@ from bridge.config import BridgeConfig
 from bridge.homeassistant import DiscoveryRegistry
 from bridge.mqtt import InboundMessage, MqttLink
 from bridge.observability import HealthServer, Metrics
-from bridge.spool import Spool
 from bridge.supervisor import NvrSupervisor
+
+if TYPE_CHECKING:
+    from bridge.spool import Spool
 
 log = structlog.get_logger("bridge")
 
@@ -33,7 +36,11 @@ class Bridge:
     def __init__(self, config: BridgeConfig, *, serve_http: bool = True) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.spool = Spool(config.spool_dir) if config.spool_dir else None
+        self.spool: Spool | None = None
+        if config.spool_dir:
+            from bridge.spool import Spool  # noqa: PLC0415 - sqlite3 only when a spool is set
+
+            self.spool = Spool(config.spool_dir)
         self.link = MqttLink(
             config.mqtt,
             bridge_state_topic=f"{config.base_topic}/bridge/state",

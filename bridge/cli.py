@@ -14,8 +14,6 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-import yaml
-
 from bridge.config import BridgeConfig, ConfigError, load_config, masked, secrets_of
 
 EXIT_CONFIG = 2
@@ -79,6 +77,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate the configuration and print it with secrets masked."""
     config = _load(args)
+    import yaml  # noqa: PLC0415
+
     text = yaml.safe_dump(masked(config), sort_keys=False, default_flow_style=False)
     print(text, end="")
     if config.mqtt.is_tls and not config.mqtt.verify_tls:

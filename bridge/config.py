@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -393,6 +392,8 @@ def _environment_overrides(
 
 
 def _load_yaml(path: str) -> dict[str, Any]:
+    import yaml  # noqa: PLC0415 - only when a configuration file is given
+
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:

@@ -29,7 +29,7 @@ import os
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from gmqtt import Client as GmqttClient
@@ -43,7 +43,9 @@ from bridge.config import MqttConfig
 from bridge.normalize import Publication
 from bridge.observability import Metrics
 from bridge.outbox import Entry, Outbox
-from bridge.spool import Spool
+
+if TYPE_CHECKING:
+    from bridge.spool import Spool
 
 log = structlog.get_logger("bridge.mqtt")
 

@@ -107,11 +107,23 @@ class GapMemory:
             live.popleft()
         live.append((key, received_at))
 
-    def missed(self, history: list[HistoryItem]) -> list[HistoryItem]:
-        """The history items neither seen live nor replayed before; records them replayed."""
+    def missed(self, history: list[HistoryItem], since: float | None = None) -> list[HistoryItem]:
+        """The history items neither seen live nor replayed before; records them replayed.
+
+        ``since`` is the start of the searched window (epoch seconds). Windows only move
+        forward, so replayed ids older than it (less the clock tolerance) can never come
+        back: they are forgotten here, which keeps this memory as small as the last outage
+        instead of filling to its bound over weeks. Items older than that, which a search
+        should not have returned, are ignored for the same reason.
+        """
+        cutoff_ms = None if since is None else int((since - TOLERANCE) * 1000)
+        if cutoff_ms is not None:
+            self._forget_replayed_before(cutoff_ms)
         consumed: set[int] = set()
         out = []
         for item in history:
+            if cutoff_ms is not None and item.time_ms < cutoff_ms:
+                continue
             if item.stable_id in self._replayed_set:
                 continue
             when = item.time_ms / 1000
@@ -131,6 +143,13 @@ class GapMemory:
             out.append(item)
             self._remember(item.stable_id)
         return out
+
+    def _forget_replayed_before(self, cutoff_ms: int) -> None:
+        # Ids go in roughly oldest first (each search's answer is sorted), so the old ones
+        # are at the left; one out of order only lingers until the deque's own bound.
+        replayed = self._replayed
+        while replayed and replayed[0][3] < cutoff_ms:
+            self._replayed_set.discard(replayed.popleft())
 
     def _remember(self, stable_id: tuple[int | None, str, str, int]) -> None:
         if len(self._replayed) == self._replayed.maxlen:

@@ -120,3 +120,20 @@ async def test_events_recorded_during_an_outage_are_published_once_after_it(
         )
         == 2
     )
+
+
+def test_gap_memory_forgets_replayed_ids_no_later_search_can_return():
+    """Replayed ids older than the searched window are dropped: the memory stays small."""
+    memory = GapMemory()
+    start = 1_700_000_000.0
+    first = [_item(1, "Motion", f"s{i}", int((start + i) * 1000)) for i in range(100)]
+    assert len(memory.missed(first, since=start)) == 100
+    assert memory.missed(first, since=start) == []  # an overlapping search: nothing twice
+    # A later outage's search starts after all of them: they are forgotten...
+    later = start + 1_000
+    second = [_item(2, "Motion", "active", int((later + 1) * 1000))]
+    assert len(memory.missed(second, since=later)) == 1
+    assert len(memory._replayed) == 1 and len(memory._replayed_set) == 1
+    # ... and an item older than the window, which the NVR should not have returned, is
+    # not published late.
+    assert memory.missed(first[:1], since=later) == []

@@ -199,7 +199,7 @@ class StreamListener:
             return
         self._down_since = None
         parse = events_from_search if self.stream == "event" else metas_from_search
-        missed = self._gap.missed(parse(answer.body))
+        missed = self._gap.missed(parse(answer.body), since=down_since - OVERLAP)
         timestamp = format_timestamp(time.time())
         for item in missed:
             for publication in self._normalizer.normalize(
