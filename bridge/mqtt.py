@@ -140,10 +140,16 @@ class _WindowWriter:
     the real transport's.
     """
 
+    __slots__ = ("_parts", "held", "transport")
+
     def __init__(self, transport: asyncio.WriteTransport) -> None:
         self.transport = transport
         self.held = False
         self._parts: list[bytes] = []
+
+    def is_closing(self) -> bool:
+        # Asked before every write: answered here, not through __getattr__'s slow path.
+        return self.transport.is_closing()
 
     def write(self, data: bytes) -> None:
         if self.held:

@@ -82,19 +82,29 @@ def sanitize_level(value: str) -> str:
 
 
 @lru_cache(maxsize=1)
-def _format_millisecond(epoch_ms: int) -> str:
-    moment = datetime.fromtimestamp(epoch_ms / 1000, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def _format_second(epoch_second: int) -> str:
+    return datetime.fromtimestamp(epoch_second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def format_timestamp(epoch_seconds: float) -> str:
     """UTC ISO 8601 with milliseconds and ``Z``, as every payload's ``timestamp``.
 
-    Frames of the same millisecond (a burst) share one formatting.
+    The date and time of day are formatted once per second; each call only adds its
+    milliseconds (this runs for every message).
     """
     # Rounded to the microsecond as datetime.fromtimestamp does, then cut to the ms.
     fraction, whole = math.modf(epoch_seconds)
-    return _format_millisecond(int(whole) * 1000 + round(fraction * 1_000_000) // 1000)
+    second = int(whole)
+    millisecond = round(fraction * 1_000_000) // 1000
+    if millisecond >= 1000:  # 0.9999996 s rounds up to the next second
+        second += 1
+        millisecond -= 1000
+    return _format_millisecond(second, millisecond)
+
+
+@lru_cache(maxsize=1)
+def _format_millisecond(second: int, millisecond: int) -> str:
+    return f"{_format_second(second)}.{millisecond:03d}Z"
 
 
 # 'password' is the contract's rule; the SDK's network settings also name secrets

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 import orjson
@@ -23,7 +23,9 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from bridge.config import COMMAND_NAMES
 from bridge.nvr.models import STREAM_NAMES, StreamName
@@ -33,6 +35,50 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 COMMAND_OUTCOMES = ("ok", "error", "invalid", "refused")
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0)
+
+
+class HotCounter:
+    """A counter the hot path increments for every message: a plain number, no lock.
+
+    prometheus_client's counters take a lock on every increment (they may be shared
+    between threads); these are only touched from the event loop and read at scrape time.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def inc(self, amount: int = 1) -> None:
+        """Add ``amount`` (default 1)."""
+        self.value += amount
+
+
+class HotCounterFamily(Collector):
+    """A labelled family of ``HotCounter``; exposed like a prometheus_client Counter."""
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: tuple[str, ...], registry: Any
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = labelnames
+        self._children: dict[tuple[str, ...], HotCounter] = {}
+        registry.register(self)
+
+    def labels(self, *values: str) -> HotCounter:
+        """The child of these label values, created at 0 on first use."""
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = HotCounter()
+        return child
+
+    def collect(self) -> Iterator[Metric]:
+        """The family with every child's current value (called at scrape time)."""
+        family = CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        for values, child in self._children.items():
+            family.add_metric(list(values), child.value)
+        yield family
 
 
 class StreamCounters:
@@ -56,13 +102,13 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         stream_labels = ("nvr", "stream")
-        self.received = Counter(
+        self.received = HotCounterFamily(
             "nvr_bridge_messages_received",
             "Items read from NVR streams, valid or not (a non-JSON frame counts as one).",
             stream_labels,
             registry=r,
         )
-        self.published = Counter(
+        self.published = HotCounterFamily(
             "nvr_bridge_messages_published",
             "MQTT publishes of stream messages confirmed by the broker.",
             stream_labels,
