@@ -57,7 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bridge.app import Bridge  # noqa: PLC0415 - keeps check-config light
     from bridge.observability import configure_logging  # noqa: PLC0415
 
-    configure_logging(config.log_format, config.log_level, secrets_of(config))
+    configure_logging(config.log_format, config.log_level, secrets_of(config), final=True)
 
     async def main(stop: asyncio.Event) -> None:
         bridge = Bridge(config)

@@ -68,6 +68,7 @@ class CommandRunner:
         self._clock = clock
         self._queue: deque[_Job] = deque()
         self._idle: deque[asyncio.Future[None]] = deque()
+        self._counters: dict[tuple[str, str], Any] = {}
         self.inflight = 0
         self.peak_inflight = 0
 
@@ -86,6 +87,13 @@ class CommandRunner:
             f"{prefix}/channel/+/record/set",
         ]
 
+    def _count(self, command: str, outcome: str) -> None:
+        key = (command, outcome)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self._metrics.commands.labels(self.nvr, *key)
+        counter.inc()
+
     def handle(self, message: InboundMessage, levels: list[str]) -> None:
         """Take one received message; ``levels`` are the topic levels after the NVR id."""
         parsed = self._parse(message, levels)
@@ -94,7 +102,7 @@ class CommandRunner:
         route = _reply_route(message)
         if parsed.refusal is not None:
             command = parsed.command if parsed.command in COMMANDS else "unknown"
-            self._metrics.commands.labels(self.nvr, command, parsed.refusal.outcome).inc()
+            self._count(command, parsed.refusal.outcome)
             log.warning(
                 "command refused",
                 nvr=self.nvr,
@@ -107,7 +115,7 @@ class CommandRunner:
             return
         if len(self._queue) >= MAX_QUEUED:
             error = f"busy: {MAX_QUEUED} requests are already waiting for this NVR; retry later"
-            self._metrics.commands.labels(self.nvr, parsed.command, "error").inc()
+            self._count(parsed.command, "error")
             self._respond(parsed, route, status="error", result=None, error=error)
             return
         self._queue.append(_Job(parsed, *route))
@@ -178,7 +186,7 @@ class CommandRunner:
             )
         except NvrError as exc:
             result = exc.body if isinstance(exc, NvrRejected | NvrHttpError) else None
-            self._metrics.commands.labels(self.nvr, parsed.command, "error").inc()
+            self._count(parsed.command, "error")
             log.warning(
                 "command failed",
                 nvr=self.nvr,
@@ -188,7 +196,7 @@ class CommandRunner:
             )
             self._respond(parsed, route, status="error", result=result, error=exc.reason)
             return
-        self._metrics.commands.labels(self.nvr, parsed.command, "ok").inc()
+        self._count(parsed.command, "ok")
         log.info(
             "command done",
             nvr=self.nvr,

@@ -133,35 +133,66 @@ class _ConfirmingStorage(PersistentStorage):  # type: ignore[misc]
 
 
 class _WindowWriter:
-    """The client's transport, but a window of publishes goes out in one write.
+    """The client's transport, but writes go out together: one send() for many packets.
 
-    gmqtt writes each packet as it is built: a send() system call per message. While
-    ``held``, writes are collected and ``flush`` sends them at once; everything else is
-    the real transport's.
+    gmqtt writes each packet as it is built: a system call per message. While ``held``
+    (the pump sending a window), writes are collected and ``flush`` sends them at once.
+    Other writes (gmqtt's PUBACKs for a burst of requests, pings) are collected until the
+    event loop's next turn, so that every packet written in one turn shares a send().
+    Everything else is the real transport's.
     """
 
-    __slots__ = ("_parts", "held", "transport")
+    __slots__ = ("_direct", "_loop", "_parts", "_scheduled", "held", "transport")
 
     def __init__(self, transport: asyncio.WriteTransport) -> None:
         self.transport = transport
         self.held = False
         self._parts: list[bytes] = []
+        self._scheduled = False
+        self._direct = False
+        self._loop = asyncio.get_running_loop()
 
     def is_closing(self) -> bool:
         # Asked before every write: answered here, not through __getattr__'s slow path.
         return self.transport.is_closing()
 
     def write(self, data: bytes) -> None:
-        if self.held:
-            self._parts.append(data)
-        else:
+        if self._direct:
             self.transport.write(data)
+            return
+        self._parts.append(data)
+        if not self.held and not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush_soon)
 
     def flush(self) -> None:
+        """Send what was collected (the end of the pump's window)."""
         self.held = False
-        if self._parts:
-            self.transport.write(b"".join(self._parts))
-            self._parts.clear()
+        self._send()
+
+    def write_through(self) -> None:
+        """Send what waits; from now on, write every packet at once.
+
+        Before a clean DISCONNECT, which gmqtt follows by closing the socket in the same
+        turn of the loop.
+        """
+        self._direct = True
+        self.held = False
+        self._send()
+
+    def _flush_soon(self) -> None:
+        self._scheduled = False
+        if not self.held:
+            self._send()
+
+    def _send(self) -> None:
+        parts = self._parts
+        if not parts:
+            return
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        parts.clear()
+        if not self.transport.is_closing():
+            self.transport.write(data)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.transport, name)
@@ -555,8 +586,11 @@ _QUIET_LOGGER.setLevel(logging.CRITICAL)
 logging.getLogger("gmqtt").setLevel(logging.CRITICAL)
 
 
+_SEQUENCES = (list, tuple)
+
+
 def _first(values: Any) -> Any:
-    if isinstance(values, list | tuple):
+    if isinstance(values, _SEQUENCES):
         return values[0] if values else None
     return values
 
@@ -600,6 +634,11 @@ async def _abandon(client: GmqttClient, *, graceful: bool = False) -> None:
         transport = _transport(client)
         if transport is not None:
             transport.abort()
+    else:
+        protocol = getattr(getattr(client, "_connection", None), "_protocol", None)
+        writer = getattr(protocol, "_transport", None)
+        if isinstance(writer, _WindowWriter):
+            writer.write_through()
     with contextlib.suppress(Exception):
         async with asyncio.timeout(2):
             await client.disconnect()

@@ -233,10 +233,16 @@ def _orjson_dumps(value: Any, **_: Any) -> str:
     return orjson.dumps(value, default=str).decode()
 
 
-def configure_logging(fmt: str = "json", level: str = "info", secrets: Iterable[str] = ()) -> None:
+def configure_logging(
+    fmt: str = "json", level: str = "info", secrets: Iterable[str] = (), *, final: bool = False
+) -> None:
     """Structured logs on stdout: one JSON object per line, or readable console lines.
 
     Third-party libraries' standard-library logs go through the same renderer at WARNING.
+    ``final``: this is the process's one configuration (``nvr-bridge run``), so each
+    module's logger is built once on first use; a call below the level then costs next
+    to nothing (the command path logs one info line per command). Tests and tools that
+    configure again leave it off.
     """
     secret_list = [s for s in secrets if s]
     shared: list[Any] = [
@@ -255,7 +261,7 @@ def configure_logging(fmt: str = "json", level: str = "info", secrets: Iterable[
         processors=[*shared, *tail, _secret_scrubber(secret_list), renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=final,
     )
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(

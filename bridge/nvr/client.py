@@ -1,8 +1,10 @@
 """The HTTP and websocket client of one NVR: login, session cookie, REST calls.
 
 One ``NvrClient`` per NVR for the life of the process: one ``aiohttp.ClientSession``
-(with a cookie jar that keeps cookies of IP hosts, which NVRs usually are) shared by the
-five stream listeners and every command. The client logs in once; a 401 anywhere means
+shared by the five stream listeners and every command. The session talks to this one NVR
+only, so its cookies (the login's session cookie) are kept by ``SessionCookies`` and sent
+as one prepared header: aiohttp's general cookie jar re-filters and re-serializes them on
+every request, about a tenth of a command's CPU. The client logs in once; a 401 anywhere means
 "log in again, then retry once", and concurrent 401s cause a single new login.
 
 Errors::
@@ -21,10 +23,13 @@ Errors::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from http.cookies import BaseCookie, Morsel
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -141,6 +146,43 @@ def _description(body: Any) -> str:
     return "no description"
 
 
+class SessionCookies:
+    """The cookies one NVR set (its session cookie), ready to send as a ``Cookie`` header.
+
+    Every cookie the NVR sets is sent back to it, whatever its domain or path (NVRs are
+    addressed by IP and serve one application); one whose ``Max-Age`` or ``Expires`` lies
+    in the past is removed, as a browser would.
+    """
+
+    __slots__ = ("_values", "header")
+
+    def __init__(self) -> None:
+        self._values: dict[str, str] = {}
+        self.header: dict[str, str] = {}
+
+    def update(self, cookies: BaseCookie[str]) -> None:
+        """Take the cookies of a response's ``Set-Cookie`` headers."""
+        for name, morsel in cookies.items():
+            if _expired(morsel):
+                self._values.pop(name, None)
+            else:
+                self._values[name] = morsel.value
+        value = "; ".join(f"{name}={value}" for name, value in self._values.items())
+        self.header = {"Cookie": value} if value else {}
+
+
+def _expired(morsel: Morsel[str]) -> bool:
+    max_age = morsel["max-age"]
+    if max_age:
+        with contextlib.suppress(ValueError):
+            return int(max_age) <= 0
+    expires = morsel["expires"]
+    if expires:
+        with contextlib.suppress(TypeError, ValueError):
+            return parsedate_to_datetime(expires).timestamp() <= time.time()
+    return False
+
+
 class NvrClient:
     """Session, login and requests of one NVR (see module doc)."""
 
@@ -169,6 +211,8 @@ class NvrClient:
         ws_scheme = "wss" if parts.scheme == "https" else "ws"
         self._ws_base = f"{ws_scheme}://{parts.netloc}"
         self._session: aiohttp.ClientSession | None = None
+        self.cookies = SessionCookies()
+        self._histograms: dict[str, Any] = {}
         self._lock = asyncio.Lock()
         self._logged_in = False
         self._generation = 0
@@ -182,7 +226,7 @@ class NvrClient:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 base_url=self._base,
-                cookie_jar=aiohttp.CookieJar(unsafe=True),
+                cookie_jar=aiohttp.DummyCookieJar(),
                 timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
                 connector=aiohttp.TCPConnector(ssl=self._ssl or True, limit=32),
                 headers={"User-Agent": "nvr-bridge"},
@@ -269,8 +313,11 @@ class NvrClient:
 
     async def _login_request(self, method: str, body: Any) -> Any:
         try:
-            async with self.session.request(method, LOGIN_PATH, json=body) as response:
+            async with self.session.request(
+                method, LOGIN_PATH, json=body, headers=self.cookies.header
+            ) as response:
                 raw = await response.read()
+                self.cookies.update(response.cookies)
         except TimeoutError:
             raise LoginUnavailable("login timed out") from None
         except aiohttp.ClientError as exc:
@@ -325,7 +372,11 @@ class NvrClient:
         body: Any,
         timeout: float,
     ) -> NvrAnswer:
-        histogram = self._metrics.request_seconds.labels(self.nvr, path)
+        histogram = self._histograms.get(path)
+        if histogram is None:
+            histogram = self._histograms[path] = self._metrics.request_seconds.labels(
+                self.nvr, path
+            )
         for attempt in (1, 2):
             started = time.perf_counter()
             try:
@@ -334,10 +385,13 @@ class NvrClient:
                     path,
                     params=params,
                     json=body,
+                    headers=self.cookies.header,
                     timeout=aiohttp.ClientTimeout(total=timeout),
                 ) as response:
                     raw = await response.read()
                     status = response.status
+                    if response.cookies:
+                        self.cookies.update(response.cookies)
             except aiohttp.ClientConnectorError as exc:
                 if attempt == 1:
                     await asyncio.sleep(CONNECT_RETRY_DELAY)
@@ -354,12 +408,6 @@ class NvrClient:
 
     # --- websockets ------------------------------------------------------------------------
 
-    def _cookie_header(self) -> dict[str, str]:
-        cookies = self.session.cookie_jar.filter_cookies(self._base)
-        if not cookies:
-            return {}
-        return {"Cookie": "; ".join(f"{name}={m.value}" for name, m in cookies.items())}
-
     async def open_websocket(self, path: str) -> ClientConnection:
         """Open a stream's websocket with the session cookie; re-login once on a 401."""
         for attempt in (1, 2):
@@ -367,7 +415,7 @@ class NvrClient:
             try:
                 return await websockets.connect(
                     self._ws_base + path,
-                    additional_headers=self._cookie_header(),
+                    additional_headers=self.cookies.header,
                     ssl=self._ssl,
                     ping_interval=self._ping_interval,
                     ping_timeout=self._ping_timeout,
