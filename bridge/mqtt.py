@@ -29,7 +29,7 @@ import os
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import structlog
 from gmqtt import Client as GmqttClient
@@ -609,7 +609,15 @@ def _window(client: GmqttClient) -> int:
 def _transport(client: GmqttClient) -> asyncio.WriteTransport | None:
     connection = getattr(client, "_connection", None)
     transport = getattr(connection, "_transport", None)
-    return transport if isinstance(transport, asyncio.WriteTransport) else None
+    return transport if _is_transport(transport) else None
+
+
+def _is_transport(candidate: Any) -> TypeGuard[asyncio.WriteTransport]:
+    """A socket transport: asyncio's, or uvloop's (which does not subclass asyncio's)."""
+    return isinstance(candidate, asyncio.WriteTransport) or all(
+        callable(getattr(candidate, name, None))
+        for name in ("write", "is_closing", "get_write_buffer_size", "abort")
+    )
 
 
 def _window_writer(client: GmqttClient) -> _WindowWriter | None:
@@ -618,7 +626,7 @@ def _window_writer(client: GmqttClient) -> _WindowWriter | None:
     current = getattr(protocol, "_transport", None)
     if isinstance(current, _WindowWriter):
         return current
-    if not isinstance(current, asyncio.WriteTransport):
+    if not _is_transport(current):
         return None  # not the gmqtt this was written for: write packet by packet
     writer = _WindowWriter(current)
     protocol._transport = writer  # the one seam gmqtt offers for batching writes
