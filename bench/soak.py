@@ -240,6 +240,8 @@ async def soak(
         "rss_start_mb": round(rss_start, 1),
         "rss_end_mb": round(rss_end, 1),
         "rss_per_minute_mb": rss_series,
+        # Flat or not: growth over the second half of the run, after tables have filled.
+        "rss_growth_second_half_mb": round(rss_series[-1] - rss_series[len(rss_series) // 2], 1),
         "stream_reconnects": metric_sum(text, "nvr_bridge_stream_reconnects_total"),
         "replayed": metric_sum(text, "nvr_bridge_messages_replayed_total"),
         "invalid": metric_sum(text, "nvr_bridge_messages_invalid_total"),

@@ -38,6 +38,7 @@ from bridge.nvr.models import (
 
 MAX_FRAME_BYTES = 1024 * 1024
 MAX_LEVEL_CHARS = 1000
+TOPIC_CACHE_SIZE = 4096  # event/meta topics remembered per NVR (channel x type)
 STATE_VALUES = frozenset({"active", "inactive"})
 REDACTED = "***"
 
@@ -251,6 +252,7 @@ class Normalizer:
     _dispatch: dict[str, Callable[[Any, str, int | None], list[Publication]]] = field(
         default_factory=dict
     )
+    _topic_cache: dict[tuple[int | None, str, str], str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._dispatch = {
@@ -260,6 +262,17 @@ class Normalizer:
             "status": self.status,
             "message": self.message,
         }
+
+    def _channel_topic(self, channel: int | None, kind: str, name: str) -> str:
+        """``{base}/{nvr}/channel/{ch}/{kind}/{name}``, built once per channel and name."""
+        key = (channel, kind, name)
+        topic = self._topic_cache.get(key)
+        if topic is None:
+            if len(self._topic_cache) >= TOPIC_CACHE_SIZE:
+                self._topic_cache.clear()  # names from the NVR are few; this bounds them
+            topic = f"{self.topics.channel(channel)}/{kind}/{sanitize_level(name)}"
+            self._topic_cache[key] = topic
+        return topic
 
     def forget_status(self) -> None:
         """Treat every channel as unseen, so its next status is published."""
@@ -291,7 +304,7 @@ class Normalizer:
     ) -> list[Publication]:
         """An event, plus its retained state topic for ``active``/``inactive``."""
         nvr = self.topics.nvr
-        topic = f"{self.topics.channel(msg.channel)}/event/{sanitize_level(msg.type)}"
+        topic = self._channel_topic(msg.channel, "event", msg.type)
         payload: dict[str, Any] = {
             "nvr": nvr,
             "channel": msg.channel,
@@ -312,7 +325,7 @@ class Normalizer:
     ) -> list[Publication]:
         """A metadata item, its data as the NVR sent it."""
         nvr = self.topics.nvr
-        topic = f"{self.topics.channel(msg.channel)}/meta/{sanitize_level(msg.type)}"
+        topic = self._channel_topic(msg.channel, "meta", msg.type)
         payload: dict[str, Any] = {
             "nvr": nvr,
             "channel": msg.channel,

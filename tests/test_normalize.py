@@ -770,3 +770,17 @@ def test_login_challenge_from_json() -> None:
         LoginChallenge.from_json({"realm": "R"})
     with pytest.raises(ValueError, match="not a JSON object"):
         LoginChallenge.from_json(["R"])
+
+
+def test_topic_cache_stays_bounded_and_gives_the_same_topics(monkeypatch: pytest.MonkeyPatch):
+    """Topics are built once per channel and type, and an NVR inventing names cannot
+    grow the cache past its bound."""
+    import bridge.normalize as normalize_module
+
+    monkeypatch.setattr(normalize_module, "TOPIC_CACHE_SIZE", 8)
+    normalizer = Normalizer(Topics(BASE, NVR))
+    for i in range(100):
+        message = EventHookMessage(ChannelID=1, Type=f"T/{i}#", State="once")
+        (publication,) = normalizer.normalize("event", message, "t")
+        assert publication.topic == f"{BASE}/{NVR}/channel/1/event/T_{i}_"
+        assert len(normalizer._topic_cache) <= 8
