@@ -464,6 +464,9 @@ class MqttLink:
         outbox = self._outbox
         qos = self._config.qos
         window = _window(client)
+        # Publishes per write: QoS 1/2 as many as may be unconfirmed; QoS 0 has no acks to
+        # wait for, so a larger batch shares each send().
+        batch = window if qos else PUBLISH_WINDOW
         transport = _transport(client)
         writer = _window_writer(client)
         while not lost.is_set():
@@ -473,7 +476,7 @@ class MqttLink:
             if writer is not None:
                 writer.held = True
             try:
-                while storage.unconfirmed < window and sent < window:
+                while storage.unconfirmed < window and sent < batch:
                     entry = outbox.take()
                     if entry is None:
                         break

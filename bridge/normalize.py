@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from pydantic import ValidationError
@@ -63,9 +63,12 @@ class ItemRejected(RejectedInput):
     """One item of a frame was rejected; the frame's other items still count."""
 
 
-@dataclass(frozen=True, slots=True)
-class Publication:
-    """One MQTT message to publish; ``stream`` labels metrics (None: the bridge's own)."""
+class Publication(NamedTuple):
+    """One MQTT message to publish; ``stream`` labels metrics (None: the bridge's own).
+
+    A named tuple: immutable, and built for every message at a third of the cost of a
+    frozen dataclass.
+    """
 
     topic: str
     payload: bytes
