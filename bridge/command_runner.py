@@ -12,8 +12,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 
@@ -34,8 +33,7 @@ log = structlog.get_logger("bridge.commands")
 MAX_QUEUED = 10_000
 
 
-@dataclass(frozen=True, slots=True)
-class _Job:
+class _Job(NamedTuple):
     parsed: ParsedRequest
     reply_to: str | None
     correlation: bytes | None

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import orjson
 from pydantic import (
@@ -172,8 +172,7 @@ class SnapshotRequest(Request):
     channel: Channel
 
 
-@dataclass(frozen=True, slots=True)
-class RestCall:
+class RestCall(NamedTuple):
     """The NVR call a valid request maps to."""
 
     method: Literal["GET", "POST"]
@@ -252,8 +251,7 @@ class Refusal:
     error: str
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedRequest:
+class ParsedRequest(NamedTuple):
     """A request ready to run (``call``) or to refuse (``refusal``), with its echo fields."""
 
     command: str

@@ -28,8 +28,7 @@ import logging
 import os
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeGuard
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeGuard
 
 import structlog
 from gmqtt import Client as GmqttClient
@@ -75,8 +74,7 @@ class LinkError(Exception):
         self.code = code
 
 
-@dataclass(frozen=True, slots=True)
-class InboundMessage:
+class InboundMessage(NamedTuple):
     """A message received on one of the link's subscriptions."""
 
     topic: str

@@ -27,10 +27,9 @@ import contextlib
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from http.cookies import BaseCookie, Morsel
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -104,8 +103,7 @@ class NvrRejected(NvrError):
         self.body = body
 
 
-@dataclass(frozen=True, slots=True)
-class NvrAnswer:
+class NvrAnswer(NamedTuple):
     """A successful REST answer: status and the parsed JSON (or text) body."""
 
     status: int
