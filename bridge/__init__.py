@@ -16,8 +16,7 @@ def _import_structlog_without_rich() -> None:
     """
     if "structlog" in _sys.modules:
         return
-    hidden = _sys.modules.get("rich")
-    if hidden is not None:
+    if _sys.modules.get("rich") is not None:
         return  # already loaded by someone else: nothing to save
     _sys.modules["rich"] = None  # type: ignore[assignment]
     try:

@@ -66,7 +66,6 @@ class CommandRunner:
         self._clock = clock
         self._queue: deque[_Job] = deque()
         self._idle: deque[asyncio.Future[None]] = deque()
-        self._counters: dict[tuple[str, str], Any] = {}
         self.inflight = 0
         self.peak_inflight = 0
 
@@ -86,11 +85,7 @@ class CommandRunner:
         ]
 
     def _count(self, command: str, outcome: str) -> None:
-        key = (command, outcome)
-        counter = self._counters.get(key)
-        if counter is None:
-            counter = self._counters[key] = self._metrics.commands.labels(self.nvr, *key)
-        counter.inc()
+        self._metrics.child(self._metrics.commands, self.nvr, command, outcome).inc()
 
     def handle(self, message: InboundMessage, levels: list[str]) -> None:
         """Take one received message; ``levels`` are the topic levels after the NVR id."""

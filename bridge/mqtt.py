@@ -644,9 +644,8 @@ async def _abandon(client: GmqttClient, *, graceful: bool = False) -> None:
         if transport is not None:
             transport.abort()
     else:
-        protocol = getattr(getattr(client, "_connection", None), "_protocol", None)
-        writer = getattr(protocol, "_transport", None)
-        if isinstance(writer, _WindowWriter):
+        writer = _window_writer(client)
+        if writer is not None:
             writer.write_through()
     with contextlib.suppress(Exception):
         async with asyncio.timeout(2):

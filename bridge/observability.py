@@ -178,6 +178,7 @@ class Metrics:
             registry=r,
         )
         self._streams: dict[tuple[str, str], StreamCounters] = {}
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
 
     def register_nvr(self, nvr: str, commands: Iterable[str] = COMMAND_NAMES) -> None:
         """Create every series of one NVR at 0, so dashboards see it from start-up."""
@@ -189,6 +190,18 @@ class Metrics:
         for outcome in ("ok", "refused", "failed"):
             self.logins.labels(nvr, outcome)
         self.nvr_online.labels(nvr).set(0)
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached.
+
+        prometheus_client takes a lock and checks the labels on every ``labels`` call,
+        which the command path would otherwise pay per request.
+        """
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def stream(self, nvr: str, stream: StreamName) -> StreamCounters:
         """The cached counters of one NVR's stream."""

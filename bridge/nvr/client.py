@@ -210,7 +210,6 @@ class NvrClient:
         self._ws_base = f"{ws_scheme}://{parts.netloc}"
         self._session: aiohttp.ClientSession | None = None
         self.cookies = SessionCookies()
-        self._histograms: dict[str, Any] = {}
         self._lock = asyncio.Lock()
         self._logged_in = False
         self._generation = 0
@@ -370,11 +369,7 @@ class NvrClient:
         body: Any,
         timeout: float,
     ) -> NvrAnswer:
-        histogram = self._histograms.get(path)
-        if histogram is None:
-            histogram = self._histograms[path] = self._metrics.request_seconds.labels(
-                self.nvr, path
-            )
+        histogram = self._metrics.child(self._metrics.request_seconds, self.nvr, path)
         for attempt in (1, 2):
             started = time.perf_counter()
             try:
