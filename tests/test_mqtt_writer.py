@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from bridge.mqtt import _is_transport, _WindowWriter
+from tests.conftest import eventually
 
 
 class _Recording(asyncio.Transport):
@@ -30,13 +31,21 @@ class _Recording(asyncio.Transport):
         self.closing = True
 
 
+async def _after_callbacks_scheduled_so_far() -> None:
+    """Return once every callback already scheduled on the loop has run (they run in
+    order): no time-based wait, the loop's own ordering is the condition."""
+    done = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_soon(done.set_result, None)
+    await asyncio.wait_for(done, 5)
+
+
 async def test_writes_of_one_turn_go_out_in_one_send():
     transport = _Recording()
     writer = _WindowWriter(transport)
     writer.write(b"a")
     writer.write(b"b")
     assert transport.writes == []  # not before the loop's next turn
-    await asyncio.sleep(0)
+    await eventually(lambda: transport.writes, what="the collected write")
     assert transport.writes == [b"ab"]
 
 
@@ -46,7 +55,7 @@ async def test_a_held_window_is_sent_by_flush_and_write_through_is_immediate():
     writer.held = True
     writer.write(b"1")
     writer.write(b"2")
-    await asyncio.sleep(0)
+    await _after_callbacks_scheduled_so_far()
     assert transport.writes == []  # held: the pump decides when
     writer.flush()
     assert transport.writes == [b"12"]
@@ -61,7 +70,7 @@ async def test_nothing_is_written_to_a_closing_transport():
     writer = _WindowWriter(transport)
     writer.write(b"x")
     transport.closing = True
-    await asyncio.sleep(0)
+    await _after_callbacks_scheduled_so_far()
     assert transport.writes == []
 
 
