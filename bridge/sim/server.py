@@ -425,7 +425,9 @@ class SimulatedNvr:
 
     async def _serve_websocket(self, request: web.Request) -> web.WebSocketResponse:
         """One websocket, from handshake to close (the reader; a task writes)."""
-        ws = web.WebSocketResponse(autoping=False, timeout=CLOSE_TIMEOUT)
+        # No permessage-deflate: the guide names none, and a client offering it (Node-RED's
+        # ws does) must not get compressed frames that the bridge would never see.
+        ws = web.WebSocketResponse(autoping=False, timeout=CLOSE_TIMEOUT, compress=False)
         await ws.prepare(request)
         client = WebsocketClient(request.path, ws, request.transport)
         self._hub.add(client)
