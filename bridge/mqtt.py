@@ -196,6 +196,82 @@ class _WindowWriter:
         return getattr(self.transport, name)
 
 
+# The largest Remaining Length MQTT can encode (four bytes of variable byte integer).
+_MAX_REMAINING_LENGTH = 268_435_455
+
+
+def publish_packet(
+    topic: bytes, payload: bytes, qos: int, retain: bool, *, packet_id: int = 0, v5: bool
+) -> bytes:
+    """One PUBLISH packet with no properties (MQTT 5 §3.3, 3.1.1 §3.3): the wire bytes.
+
+    ``packet_id`` is used at QoS 1/2 only. Raises ValueError for a topic longer than a
+    two-byte length allows or a packet too large for MQTT.
+    """
+    if len(topic) > 0xFFFF:
+        raise ValueError(f"topic of {len(topic)} bytes: MQTT allows 65,535")
+    remaining = 2 + len(topic) + len(payload) + (2 if qos else 0) + (1 if v5 else 0)
+    if remaining > _MAX_REMAINING_LENGTH:
+        raise ValueError(f"packet of {remaining} bytes: MQTT allows {_MAX_REMAINING_LENGTH}")
+    header = bytearray((0x30 | qos << 1 | retain,))
+    while remaining > 0x7F:
+        header.append(remaining & 0x7F | 0x80)
+        remaining >>= 7
+    header.append(remaining)
+    header += len(topic).to_bytes(2, "big")
+    header += topic
+    if qos:
+        header += packet_id.to_bytes(2, "big")
+    if v5:
+        header.append(0)  # no properties
+    return bytes(header + payload) if len(payload) < 512 else b"".join((header, payload))
+
+
+class _Publisher:
+    """Writes PUBLISH packets built by ``publish_packet`` through the client's protocol.
+
+    gmqtt's own ``publish`` builds a ``Message``, runs its generic property encoder and
+    logs twice per packet: about 4 µs of a burst's 25 µs per message. The packet id
+    comes from gmqtt's id generator and the write goes through its protocol (keepalive
+    bookkeeping, the closed-socket check), so its PUBACK handling works unchanged.
+    Publications with properties (correlation data) still go through ``client.publish``.
+    """
+
+    __slots__ = ("_ids", "_protocol", "_v5")
+
+    def __init__(self, protocol: Any, v5: bool) -> None:
+        self._protocol = protocol
+        self._ids = protocol.id_generator
+        self._v5 = v5
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> int:
+        """Write one PUBLISH; its packet id (0 at QoS 0)."""
+        packet_id = self._ids.next_id() if qos else 0
+        try:
+            packet = publish_packet(
+                topic.encode(), payload, qos, retain, packet_id=packet_id, v5=self._v5
+            )
+        except (ValueError, UnicodeError):
+            if qos:
+                self._ids.free_id(packet_id)
+            raise
+        self._protocol.write_data(packet)
+        return packet_id
+
+
+def _publisher(client: GmqttClient, v5: bool) -> _Publisher | None:
+    """The fast publisher for a connected client, or None if gmqtt is not as expected."""
+    protocol = getattr(getattr(client, "_connection", None), "_protocol", None)
+    generator = getattr(protocol, "id_generator", None)
+    if not (
+        callable(getattr(protocol, "write_data", None))
+        and callable(getattr(generator, "next_id", None))
+        and callable(getattr(generator, "free_id", None))
+    ):
+        return None
+    return _Publisher(protocol, v5)
+
+
 class MqttLink:
     """The publisher/subscriber with its outbox and reconnect loop (see module doc)."""
 
@@ -467,6 +543,7 @@ class MqttLink:
         batch = window if qos else PUBLISH_WINDOW
         transport = _transport(client)
         writer = _window_writer(client)
+        publisher = _publisher(client, self._v5)
         while not lost.is_set():
             if self._closing and outbox.depth == 0:
                 return
@@ -478,7 +555,7 @@ class MqttLink:
                     entry = outbox.take()
                     if entry is None:
                         break
-                    self._send(client, storage, entry, qos)
+                    self._send(client, publisher, storage, entry, qos)
                     sent += 1
             finally:
                 if writer is not None:
@@ -499,23 +576,34 @@ class MqttLink:
         raise LinkError("connection to the broker lost")
 
     def _send(
-        self, client: GmqttClient, storage: _ConfirmingStorage, entry: Entry, qos: int
+        self,
+        client: GmqttClient,
+        publisher: _Publisher | None,
+        storage: _ConfirmingStorage,
+        entry: Entry,
+        qos: int,
     ) -> None:
         publication = entry.publication
-        properties: dict[str, Any] = {}
-        if publication.correlation_data is not None and self._v5:
-            properties["correlation_data"] = publication.correlation_data
+        with_properties = publication.correlation_data is not None and self._v5
         storage.sending = entry
         try:
-            client.publish(
-                Message(
-                    publication.topic,
-                    publication.payload,
-                    qos=qos,
-                    retain=publication.retain,
-                    **properties,
+            if publisher is not None and not with_properties:
+                packet_id = publisher.publish(
+                    publication.topic, publication.payload, qos, publication.retain
                 )
-            )
+                if qos:
+                    storage.push_message(packet_id, b"")
+            else:
+                properties = {"correlation_data": publication.correlation_data}
+                client.publish(
+                    Message(
+                        publication.topic,
+                        publication.payload,
+                        qos=qos,
+                        retain=publication.retain,
+                        **(properties if with_properties else {}),
+                    )
+                )
         except (ValueError, UnicodeError) as exc:
             # A topic the broker would refuse (only from a client's Response Topic).
             log.warning("publish refused", topic=publication.topic[:200], error=str(exc))
