@@ -24,6 +24,12 @@ after the other (interleaved bridge, reference, bridge, ...):
   ``mosquitto_sub``); peak RSS; the simulator's peak concurrent REST calls, also with
   400 requests to an NVR taking 20 ms per call (with instant answers calls never overlap).
 
+With Node-RED installed (``npm install --prefix bench/.node-red node-red@4``, or
+``--node-red PATH``), the same measurements run a third system, Node-RED with issue 6's
+flow (``bench/nodered.py``: websocket-in -> mqtt-out, mqtt-in -> http request), so that
+every "x Node-RED" target is a ratio from this run; the issue's printed Node-RED figures
+stay in the table as a second, estimated comparison.
+
 ``--profile DIR`` adds py-spy profiles of the bridge (an extra QoS 1 burst, latency run and
 command burst, not among the measured runs).
 
@@ -32,8 +38,9 @@ Also measured, to calibrate this machine against the issue's: the broker limit
 simulator pushing frames to a websocket client that only counts them).
 
 Throughput figures are medians of 3 runs (1 with ``--quick``). Prints a table (bridge,
-reference, their ratio, Node-RED from the issue, the estimated and the direct bridge vs
-Node-RED ratios, the target) and writes every raw figure to JSON. Loopback only; every
+reference, their ratio, Node-RED measured here and the bridge's ratio to it, Node-RED from
+the issue, the estimated and the direct bridge vs Node-RED ratios, the target) and writes
+every raw figure to JSON. Loopback only; every
 wait is bounded.
 """
 
@@ -59,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import nodered
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -360,7 +368,17 @@ class Context:
     sim: Any
     quick: bool
     runs: int
+    node_red: Path | None = None
+    node_red_flow: str = "raw"
     sequence: int = 0
+
+    def stream_filter(self, target: Target, kind: str, item_type: str = "+") -> str:
+        """Where ``target`` publishes the items of ``kind`` (``event`` or ``meta``)."""
+        prefix = f"{target.base}/{NVR_ID}"
+        if target.kind == "node-red" and self.node_red_flow == "raw":
+            return nodered.raw_topic(prefix, kind)
+        return f"{prefix}/channel/+/{kind}/{item_type}"
+
     notes: list[str] = field(default_factory=list)
 
     async def pub(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
@@ -390,6 +408,16 @@ async def http_status(url: str) -> int | None:
         return None
 
 
+async def nvr_cookie(url: str) -> str:
+    """Log in to the simulated NVR as the reference does; the session's Cookie header."""
+    from reference import login  # bench/ is this script's directory
+
+    async with aiohttp.ClientSession(
+        base_url=url, cookie_jar=aiohttp.CookieJar(unsafe=True)
+    ) as http:
+        return await login(http, "admin", "admin")
+
+
 async def start_target(ctx: Context, kind: str, qos: int) -> Target:
     """A fresh bridge or reference process at ``qos``, ready (connected, subscribed)."""
     run = ctx.next_id()
@@ -417,11 +445,32 @@ async def start_target(ctx: Context, kind: str, qos: int) -> Target:
             }
         )
         command = [PYTHON, "-m", "bridge", "run"]
-    else:
+    elif kind == "reference":
         base, http_port = f"ref{run}", None
         command = [PYTHON, str(ROOT / "bench" / "reference.py"), "--nvr-url", ctx.sim.url]
         command += ["--nvr-id", NVR_ID, "--mqtt-port", str(ctx.broker.port), "--qos", str(qos)]
         command += ["--base", base, "--client-id", f"bench-ref-{run}"]
+    else:
+        assert ctx.node_red is not None
+        base, http_port = f"nr{run}", None
+        user_dir = ctx.work / f"node-red-{run}"
+        nodered.write_user_dir(
+            user_dir,
+            nvr_url=ctx.sim.url,
+            cookie=await nvr_cookie(ctx.sim.url),
+            mqtt_port=ctx.broker.port,
+            qos=qos,
+            prefix=f"{base}/{NVR_ID}",
+            client_id=f"bench-nr-{run}",
+            port=free_port(),
+            mapped=ctx.node_red_flow == "mapped",
+        )
+        command = ["node", str(ctx.node_red), "--settings", str(user_dir / "settings.js")]
+        command += ["--userDir", str(user_dir)]
+        # Readiness counts the simulator's websockets: an earlier process's must be gone.
+        gone_by = time.monotonic() + 5
+        while ctx.sim.clients("event") + ctx.sim.clients("meta") and time.monotonic() < gone_by:
+            await asyncio.sleep(0.02)
     process = subprocess.Popen(
         command, env=env, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT
     )
@@ -435,8 +484,15 @@ async def start_target(ctx: Context, kind: str, qos: int) -> Target:
                 raise RuntimeError(f"{kind} not ready within 30 s: see {log}")
             if kind == "bridge":
                 ready = await http_status(f"http://127.0.0.1:{http_port}/readyz") == 200
-            else:
+            elif kind == "reference":
                 ready = b"ready" in log.read_bytes()
+            else:
+                # Broker connected and both websockets open.
+                ready = (
+                    nodered.READY_LINE in log.read_bytes()
+                    and ctx.sim.clients("event") >= 1
+                    and ctx.sim.clients("meta") >= 1
+                )
             if ready:
                 break
             await asyncio.sleep(0.05)
@@ -469,7 +525,7 @@ async def burst(
     sub_qos = qos if sub_qos is None else sub_qos
     target = await start_target(ctx, kind, qos)
     try:
-        filters = [f"{target.base}/{NVR_ID}/channel/+/event/+"]
+        filters = [ctx.stream_filter(target, "event")]
         frames = event_frames()
         async with Subscriber(ctx, filters, count, sub_qos) as sub:
             sampler = RssSampler(target.pid)
@@ -533,7 +589,7 @@ async def latency(
     if on_start is not None:
         await on_start(target)
     try:
-        filters = [f"{target.base}/{NVR_ID}/channel/+/meta/Lat"]
+        filters = [ctx.stream_filter(target, "meta", "Lat")]
         async with Subscriber(ctx, filters, total, qos) as sub:
             loop = asyncio.get_running_loop()
             # The process's own cost with no traffic (keepalives, camera status every
@@ -566,7 +622,9 @@ async def latency(
             arrivals = sub.arrivals()
     finally:
         code = target.stop()
-    delays_ms = [(a.ns - int(orjson.loads(a.payload)["data"])) / 1e6 for a in arrivals if a.payload]
+    # "data" in a mapped item; "Data" in a raw frame (Node-RED's raw flow).
+    items = [(a.ns, orjson.loads(a.payload)) for a in arrivals if a.payload]
+    delays_ms = [(ns - int(item.get("data", item.get("Data")))) / 1e6 for ns, item in items]
     return {
         "qos": qos,
         "sent": total,
@@ -811,7 +869,7 @@ async def profile_bridge(
     raw = out_dir / "bridge-qos1-burst.raw.txt"
     spy = None
     try:
-        filters = [f"{target.base}/{NVR_ID}/channel/+/event/+"]
+        filters = [ctx.stream_filter(target, "event")]
         frames = event_frames()
         async with Subscriber(ctx, filters, events, 1) as sub:
             spy = await spy_on(target, raw)
@@ -934,9 +992,16 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     sim = SimulatedNvr(channels=CHANNELS, name="bench NVR")
     await sim.start()
     runs = 1 if args.quick else 3
-    ctx = Context(work, broker, sim, args.quick, runs)
+    ctx = Context(work, broker, sim, args.quick, runs, nodered.find_node_red(args.node_red))
+    ctx.node_red_flow = args.node_red_flow
     count = args.events
-    kinds = ("bridge", "reference")
+    kinds: tuple[str, ...] = ("bridge", "reference")
+    if ctx.node_red is not None:
+        kinds += ("node-red",)
+        print(f"Node-RED {nodered.version(ctx.node_red)} ({ctx.node_red_flow} flow): "
+              f"{ctx.node_red}", flush=True)  # fmt: skip
+    else:
+        print(f"Node-RED not found (to measure it too: {nodered.INSTALL_HINT})", flush=True)
     result: dict[str, Any] = {
         "meta": {
             "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -947,6 +1012,13 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "latency_qos": args.latency_qos,
             "commands": args.commands,
             "broker_max_inflight": args.broker_max_inflight,
+            "node_red": None
+            if ctx.node_red is None
+            else {
+                "path": str(ctx.node_red),
+                "version": nodered.version(ctx.node_red),
+                "flow": ctx.node_red_flow,
+            },
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
@@ -1038,7 +1110,9 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
 def figures(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The headline number of each figure per system (medians where there are runs)."""
     out: dict[str, dict[str, Any]] = {}
-    for kind in ("bridge", "reference"):
+    for kind in ("bridge", "reference", "node-red"):
+        if kind not in result:
+            continue  # Node-RED when not installed
         raw = result[kind]
         bursts = raw["burst_qos0"] + raw["burst_qos1"] + raw.get("burst_qos1_sub0", [])
         out[kind] = {
@@ -1079,24 +1153,30 @@ class Row:
     unit: str
     higher_is_better: bool
     target: str
-    # (bridge, reference, est_vs_nodered, direct_vs_nodered, bridge figures) -> verdict text
-    verdict: Callable[[float, float, float | None, float | None, dict[str, Any]], str]
+    # (bridge, reference, vs Node-RED: estimated, direct, same run; bridge figures) -> verdict
+    verdict: Callable[..., str]
 
 
 def relative(limit: float, higher: bool) -> Callable[..., str]:
-    def check(b: float, r: float, est: float | None, direct: float | None, f: Any) -> str:
+    """Against Node-RED: measured in this run when it was, else the issue's (est/direct)."""
+
+    def check(
+        b: float, r: float, est: float | None, direct: float | None, same: float | None, f: Any
+    ) -> str:
         def ok(x: float | None) -> str:
             if x is None:
                 return "-"
             return "yes" if (x >= limit if higher else x <= limit) else "NO"
 
+        if same is not None:
+            return f"{ok(same)} (this run)"
         return f"{ok(est)} (est) / {ok(direct)} (direct)"
 
     return check
 
 
 def absolute(limit: float) -> Callable[..., str]:
-    return lambda b, r, est, direct, f: "yes" if b <= limit else "NO"
+    return lambda b, r, est, direct, same, f: "yes" if b <= limit else "NO"
 
 
 ROWS = [
@@ -1111,7 +1191,7 @@ ROWS = [
     Row("rss_idle_mb", "RSS idle", "MB", False, "<= 50 MB", absolute(50.0)),
     Row("rss_burst_mb", "RSS peak under event bursts", "MB", False,
         f"flat (<= idle + {FLAT_MB:g} MB)",
-        lambda b, r, e, d, f: "yes" if f["rss_growth_mb"] <= FLAT_MB else "NO"),
+        lambda b, r, e, d, s, f: "yes" if f["rss_growth_mb"] <= FLAT_MB else "NO"),
     Row("commands_rate", "commands, QoS 1 burst of 5,000", "req/s", True, ">= 3x Node-RED",
         relative(3.0, True)),
     Row("commands_p99_s", "commands p99 request->response", "s", False, "<= 0.5 s",
@@ -1120,7 +1200,7 @@ ROWS = [
     Row("commands_slow_nvr_rate", f"commands, NVR answering in {SLOW_NVR_SECONDS * 1000:g} ms",
         "req/s", True, "-", lambda *a: "-"),
     Row("commands_peak_inflight", "peak concurrent REST calls at the NVR", "", False, "<= 8",
-        lambda b, r, e, d, f: "yes" if b <= 8 else "NO"),
+        lambda b, r, e, d, s, f: "yes" if b <= 8 else "NO"),
 ]  # fmt: skip
 
 
@@ -1140,10 +1220,11 @@ def fmt(value: float | None, unit: str = "") -> str:
 
 def table(result: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     figs = result["figures"]
-    bridge, ref = figs["bridge"], figs["reference"]
+    bridge, ref, node_red = figs["bridge"], figs["reference"], figs.get("node-red")
     header = [
-        "figure", "unit", "bridge", "reference", "bridge/ref", "Node-RED (issue)",
-        "ref (issue)", "bridge vs NR est.", "bridge vs NR direct", "target", "met?",
+        "figure", "unit", "bridge", "reference", "bridge/ref", "Node-RED (this run)",
+        "bridge/NR (this run)", "Node-RED (issue)", "ref (issue)", "bridge vs NR est.",
+        "bridge vs NR direct", "target", "met?",
     ]  # fmt: skip
     rows_out = []
     text_rows = [header]
@@ -1155,7 +1236,9 @@ def table(result: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         nr, ref_issue = NODE_RED.get(row.key), REFERENCE_ISSUE.get(row.key)
         est = ratio * ref_issue / nr if (ratio is not None and nr and ref_issue) else None
         direct = b / nr if nr else None
-        verdict = row.verdict(b, r, est, direct, bridge)
+        nr_here = None if node_red is None else node_red[row.key]
+        same = b / nr_here if nr_here else None
+        verdict = row.verdict(b, r, est, direct, same, bridge)
         rows_out.append(
             {
                 "figure": row.label,
@@ -1164,6 +1247,8 @@ def table(result: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
                 "bridge": b,
                 "reference": r,
                 "bridge_over_reference": None if ratio is None else round(ratio, 3),
+                "node_red_this_run": nr_here,
+                "bridge_over_node_red_this_run": None if same is None else round(same, 3),
                 "node_red_issue": nr,
                 "reference_issue": ref_issue,
                 "bridge_vs_node_red_estimated": None if est is None else round(est, 3),
@@ -1176,6 +1261,7 @@ def table(result: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
             [
                 row.label, row.unit, fmt(b), fmt(r),
                 "-" if ratio is None else f"{ratio:.2f}x",
+                fmt(nr_here), "-" if same is None else f"{same:.2f}x",
                 "-" if nr is None else fmt(nr), "-" if ref_issue is None else fmt(ref_issue),
                 "-" if est is None else f"{est:.2f}x", "-" if direct is None else f"{direct:.2f}x",
                 row.target, verdict,
@@ -1191,6 +1277,9 @@ def table(result: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     lines += [
         "",
         "bridge/ref: bridge figure / reference figure, both measured in this run.",
+        "bridge/NR (this run): bridge figure / Node-RED figure, both measured in this run"
+        + ("" if node_red is None else f" ({result['meta']['node_red']['flow']} flow)")
+        + "; when present, the target is judged on it.",
         "bridge vs NR est.: (bridge/ref) x (ref (issue) / Node-RED (issue)), i.e. the Node-RED",
         "  figure rescaled to this machine through the reference (the issue's way to compare).",
         "bridge vs NR direct: bridge figure / Node-RED figure as printed in the issue",
@@ -1202,7 +1291,8 @@ def table(result: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         f"generator ceiling (simulator -> counting websocket client) "
         f"{cal['generator']:,.0f} frames/s.",
         f"All runs complete (every message received): bridge {bridge['all_complete']}, "
-        f"reference {ref['all_complete']}.",
+        f"reference {ref['all_complete']}"
+        + ("." if node_red is None else f", Node-RED {node_red['all_complete']}."),
     ]
     return "\n".join(lines), rows_out
 
@@ -1223,6 +1313,13 @@ def main() -> int:
     parser.add_argument("--broker-max-inflight", type=int, default=None, metavar="N",
                         help="mosquitto's max_inflight_messages (default: its own, 20), "
                         "also the Receive Maximum it announces to MQTT 5 clients")  # fmt: skip
+    parser.add_argument("--node-red", default="auto", metavar="auto|off|PATH",
+                        help="also measure the Node-RED flow (bench/nodered.py): auto finds "
+                        f"it in bench/.node-red or on PATH ({nodered.INSTALL_HINT})")  # fmt: skip
+    parser.add_argument("--node-red-flow", default="raw", choices=nodered.FLOWS,
+                        help="raw: websocket-in -> mqtt-out, the issue's flow (default); "
+                        "mapped: a function node splits items into per-channel topics, "
+                        "the reference's work")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     parser.add_argument("--sink", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
