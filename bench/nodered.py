@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_INSTALL = ROOT / "bench" / ".node-red" / "node_modules" / "node-red" / "red.js"
@@ -120,19 +120,20 @@ def version(red: Path) -> str | None:
         return None
 
 
-def write_user_dir(
-    directory: Path,
-    *,
-    nvr_url: str,
-    cookie: str,
-    mqtt_port: int,
-    qos: int,
-    prefix: str,
-    client_id: str,
-    port: int,
-    mapped: bool = False,
-) -> None:
-    """settings.js and flows.json of one Node-RED run."""
+class Flow(NamedTuple):
+    """What one Node-RED run's flow connects to and publishes."""
+
+    nvr_url: str
+    cookie: str  # the Cookie header of a logged-in session
+    mqtt_port: int
+    qos: int
+    prefix: str  # {base}/{nvr}
+    client_id: str
+    mapped: bool = False
+
+
+def write_user_dir(directory: Path, spec: Flow, port: int) -> None:
+    """settings.js and flows.json of one Node-RED run (``port``: its unused HTTP port)."""
     directory.mkdir(parents=True, exist_ok=True)
     settings = {
         "uiHost": "127.0.0.1",
@@ -146,20 +147,12 @@ def write_user_dir(
         "telemetry": {"enabled": False},
     }
     (directory / "settings.js").write_text(f"module.exports = {json.dumps(settings)};\n")
-    (directory / "flows.json").write_text(
-        json.dumps(flow(nvr_url, cookie, mqtt_port, qos, prefix, client_id, mapped), indent=1)
-    )
+    (directory / "flows.json").write_text(json.dumps(flow(spec), indent=1))
 
 
-def flow(
-    nvr_url: str,
-    cookie: str,
-    mqtt_port: int,
-    qos: int,
-    prefix: str,
-    client_id: str,
-    mapped: bool = False,
-) -> list[dict[str, Any]]:
+def flow(spec: Flow) -> list[dict[str, Any]]:
+    """The nodes of flows.json (see the module doc)."""
+    nvr_url, cookie, mqtt_port, qos, prefix, client_id, mapped = spec
     ws_base = nvr_url.replace("http", "ws", 1)
     tab = "bench-tab"
     nodes: list[dict[str, Any]] = [
