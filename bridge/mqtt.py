@@ -12,8 +12,11 @@ The MQTT client is gmqtt, an asyncio-native MQTT 5/3.1.1 client: its publish is 
 function call that writes a packet, about a fifth of the CPU of aiomqtt on paho, which
 waits on a future per message. Each connection gets a fresh client with gmqtt's own
 reconnects switched off (this loop owns reconnects and resends, from the outbox); a
-confirmation (PUBACK) reaches the outbox through the client's storage hook. gmqtt is used
-only in this module, so the choice of library stays a local decision.
+confirmation (PUBACK) reaches the outbox through the client's storage hook. The outbox's
+PUBLISH packets are built here (``publish_packet``, byte for byte what gmqtt builds; a
+QoS 0 burst takes a tenth less CPU per message); packet ids, writes and the rest of the
+protocol stay gmqtt's. gmqtt is used only in this module, so the choice of library stays
+a local decision.
 
 Errors::
 
@@ -224,7 +227,7 @@ def publish_packet(
         header += packet_id.to_bytes(2, "big")
     if v5:
         header.append(0)  # no properties
-    return bytes(header + payload) if len(payload) < 512 else b"".join((header, payload))
+    return b"".join((header, payload))
 
 
 class _Publisher:
