@@ -1,4 +1,4 @@
-"""Issue 6's benchmark: the bridge against a minimal pass-through, every figure, one command.
+"""Issue 6's benchmark: the bridge against a minimal pass-through and Node-RED, one command.
 
     python bench/run.py [--quick] [--json bench/results/latest.json] [--profile DIR]
 
@@ -37,11 +37,10 @@ Also measured, to calibrate this machine against the issue's: the broker limit
 (``mosquitto_pub -l`` -> mosquitto -> ``mosquitto_sub``) and the generator ceiling (the
 simulator pushing frames to a websocket client that only counts them).
 
-Throughput figures are medians of 3 runs (1 with ``--quick``). Prints a table (bridge,
-reference, their ratio, Node-RED measured here and the bridge's ratio to it, Node-RED from
-the issue, the estimated and the direct bridge vs Node-RED ratios, the target) and writes
-every raw figure to JSON. Loopback only; every
-wait is bounded.
+Throughput, latency and CPU figures are medians of 3 runs (1 with ``--quick``). Prints a
+table (bridge, reference, their ratio, Node-RED measured here and the bridge's ratio to
+it, Node-RED from the issue, the estimated and the direct bridge vs Node-RED ratios, the
+target) and writes every raw figure to JSON. Loopback only; every wait is bounded.
 """
 
 from __future__ import annotations
@@ -371,6 +370,7 @@ class Context:
     node_red: Path | None = None
     node_red_flow: str = "raw"
     sequence: int = 0
+    notes: list[str] = field(default_factory=list)
 
     def stream_filter(self, target: Target, kind: str, item_type: str = "+") -> str:
         """Where ``target`` publishes the items of ``kind`` (``event`` or ``meta``)."""
@@ -378,8 +378,6 @@ class Context:
         if target.kind == "node-red" and self.node_red_flow == "raw":
             return nodered.raw_topic(prefix, kind)
         return f"{prefix}/channel/+/{kind}/{item_type}"
-
-    notes: list[str] = field(default_factory=list)
 
     async def pub(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """Publish one message with mosquitto_pub."""
@@ -419,7 +417,7 @@ async def nvr_cookie(url: str) -> str:
 
 
 async def start_target(ctx: Context, kind: str, qos: int) -> Target:
-    """A fresh bridge or reference process at ``qos``, ready (connected, subscribed)."""
+    """A fresh bridge, reference or Node-RED process at ``qos``, ready (connected, subscribed)."""
     run = ctx.next_id()
     started = time.monotonic()
     log = ctx.work / f"{kind}-{run}.log"
