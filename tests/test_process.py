@@ -197,3 +197,18 @@ async def test_config_option_works_before_and_after_the_command(tmp_path: Path):
         outputs.append(run.stdout.decode())
     assert outputs[0] == outputs[1]
     assert "lobby" in outputs[0]
+
+
+async def test_the_run_process_freezes_startup_objects_and_collects_young_ones_less_often() -> None:
+    import gc
+
+    from bridge.cli import GC_THRESHOLDS, _tune_gc
+
+    before = gc.get_threshold()
+    try:
+        _tune_gc()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
