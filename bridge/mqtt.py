@@ -264,7 +264,7 @@ class _Publisher:
 
 def _publisher(client: GmqttClient, v5: bool) -> _Publisher | None:
     """The fast publisher for a connected client, or None if gmqtt is not as expected."""
-    protocol = getattr(getattr(client, "_connection", None), "_protocol", None)
+    protocol = _protocol(client)
     generator = getattr(protocol, "id_generator", None)
     if not (
         callable(getattr(protocol, "write_data", None))
@@ -597,14 +597,16 @@ class MqttLink:
                 if qos:
                     storage.push_message(packet_id, b"")
             else:
-                properties = {"correlation_data": publication.correlation_data}
+                properties = (
+                    {"correlation_data": publication.correlation_data} if with_properties else {}
+                )
                 client.publish(
                     Message(
                         publication.topic,
                         publication.payload,
                         qos=qos,
                         retain=publication.retain,
-                        **(properties if with_properties else {}),
+                        **properties,
                     )
                 )
         except (ValueError, UnicodeError) as exc:
@@ -687,11 +689,14 @@ def _first(values: Any) -> Any:
     return values
 
 
+def _protocol(client: GmqttClient) -> Any:
+    """The client's protocol object (gmqtt internals; None if they are not as expected)."""
+    return getattr(getattr(client, "_connection", None), "_protocol", None)
+
+
 def _window(client: GmqttClient) -> int:
     """Unconfirmed publishes allowed at once: ours, within the broker's Receive Maximum."""
-    handler = getattr(client, "_connection", None)
-    protocol = getattr(handler, "_protocol", None)
-    generator = getattr(protocol, "id_generator", None)
+    generator = getattr(_protocol(client), "id_generator", None)
     receive_maximum = getattr(generator, "_max", None)
     if isinstance(receive_maximum, int) and receive_maximum >= 2:
         return max(1, min(PUBLISH_WINDOW, receive_maximum - 1))
@@ -714,7 +719,7 @@ def _is_transport(candidate: Any) -> TypeGuard[asyncio.WriteTransport]:
 
 def _window_writer(client: GmqttClient) -> _WindowWriter | None:
     """Put a ``_WindowWriter`` between the client's protocol and its transport."""
-    protocol: Any = getattr(getattr(client, "_connection", None), "_protocol", None)
+    protocol = _protocol(client)
     current = getattr(protocol, "_transport", None)
     if isinstance(current, _WindowWriter):
         return current
