@@ -33,6 +33,10 @@ import shutil
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from reference import COMMANDS  # bench/ is the benchmark's directory
+
+from bridge.nvr.models import STREAM_PATHS
+
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_INSTALL = ROOT / "bench" / ".node-red" / "node_modules" / "node-red" / "red.js"
 INSTALL_HINT = "npm install --prefix bench/.node-red node-red@4"
@@ -53,7 +57,7 @@ return [out];
 
 REQUEST_FUNCTION = """
 const command = msg.topic.split("/").pop();
-const routes = {buzzer: ["GET", "/system/callBuzzer"], add_event: ["POST", "/meta/addEvent"]};
+const routes = %(routes)s;
 const route = routes[command];
 if (!route) { return null; }
 const request = Object.assign({}, msg.payload);
@@ -170,8 +174,8 @@ def flow(spec: Flow) -> list[dict[str, Any]]:
         },
     ]  # fmt: skip
     streams = (
-        ("event", "/meta/eventHook", "state", "State"),
-        ("meta", "/meta/metaHook", "data", "Data"),
+        ("event", STREAM_PATHS["event"], "state", "State"),
+        ("meta", STREAM_PATHS["meta"], "data", "Data"),
     )
     for kind, path, field, key in streams:
         nodes.append(
@@ -206,7 +210,12 @@ def flow(spec: Flow) -> list[dict[str, Any]]:
                 "func": code, "outputs": 1, "wires": [["mqtt-out"]],
             },
         ]  # fmt: skip
-    quoted = {"cookie": json.dumps(cookie), "nvr": json.dumps(nvr_url), "prefix": prefix}
+    quoted = {
+        "cookie": json.dumps(cookie),
+        "nvr": json.dumps(nvr_url),
+        "prefix": prefix,
+        "routes": json.dumps(COMMANDS),  # the reference's mapping: the same REST calls
+    }
     nodes += [
         {
             "id": "requests", "type": "mqtt in", "z": tab, "name": "requests",

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _load() -> ModuleType:
+    sys.path.insert(0, str(ROOT / "bench"))  # as when bench/run.py runs: it imports reference
     spec = importlib.util.spec_from_file_location("bench_nodered", ROOT / "bench" / "nodered.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
