@@ -5,21 +5,34 @@
 ``stop()``. Shutdown is ordered: NVR tasks are cancelled (websockets closed, each NVR's
 ``offline`` queued), the link flushes what waits, publishes ``bridge/state`` ``offline``
 and disconnects, then the HTTP server stops.
+
+Faults stay where they happen (CONTRACT section 9): an unexpected exception in any task
+of one NVR is logged once with its traceback, counted in
+``nvr_bridge_nvr_restarts_total``, and that NVR alone restarts after the backoff; the
+other NVRs, the MQTT link and the HTTP server keep running. The process stops only for
+what it cannot run without: ``StartError`` (the HTTP port, the spool directory).
+
+Errors::
+
+    StartError             the bridge cannot start (``reason`` says what and the fix)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import TYPE_CHECKING
 
 import structlog
 
 from bridge.backoff import Backoff
-from bridge.config import BridgeConfig
+from bridge.config import BridgeConfig, secrets_of
 from bridge.homeassistant import DiscoveryRegistry
+from bridge.limits import InputLimits
 from bridge.mqtt import InboundMessage, MqttLink
 from bridge.observability import HealthServer, Metrics
+from bridge.redaction import Redactor
 from bridge.supervisor import NvrSupervisor
 
 if TYPE_CHECKING:
@@ -28,6 +41,16 @@ if TYPE_CHECKING:
 log = structlog.get_logger("bridge")
 
 SHUTDOWN_FLUSH_SECONDS = 3.0
+# An NVR whose tasks ran this long before failing starts its restart backoff afresh.
+STABLE_RUN_SECONDS = 60.0
+
+
+class StartError(Exception):
+    """The bridge cannot start; ``reason`` names what failed, with which value, and the fix."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class Bridge:
@@ -36,16 +59,21 @@ class Bridge:
     def __init__(self, config: BridgeConfig, *, serve_http: bool = True) -> None:
         self.config = config
         self.metrics = Metrics()
+        self.redactor = Redactor(secrets_of(config))
         self.spool: Spool | None = None
         if config.spool_dir:
-            from bridge.spool import Spool  # noqa: PLC0415 - sqlite3 only when a spool is set
+            from bridge.spool import Spool, SpoolUnusable  # noqa: PLC0415 - sqlite3 on use
 
-            self.spool = Spool(config.spool_dir)
+            try:
+                self.spool = Spool(config.spool_dir, metrics=self.metrics)
+            except SpoolUnusable as exc:
+                raise StartError(exc.reason) from None
         self.link = MqttLink(
             config.mqtt,
             bridge_state_topic=f"{config.base_topic}/bridge/state",
             metrics=self.metrics,
             buffer_size=config.buffer_size,
+            retained_max=config.retained_max,
             backoff=Backoff(config.backoff_initial, config.backoff_max),
             spool=self.spool,
         )
@@ -70,6 +98,12 @@ class Bridge:
                 metrics=self.metrics,
                 login_gate=self._login_gate,
                 on_info=self.discovery.announce if config.ha_discovery else None,
+                redactor=self.redactor,
+                limits=InputLimits(
+                    json_max_depth=config.json_max_depth,
+                    nvr_max_answer_bytes=nvr.max_answer_bytes,
+                    response_max_bytes=config.response_max_bytes,
+                ),
             )
             self.nvrs[nvr.id] = supervisor
             self.metrics.register_nvr(nvr.id, sorted(config.commands_for(nvr)))
@@ -96,18 +130,27 @@ class Bridge:
         self._stop.set()
 
     def not_ready(self) -> list[str]:
-        """Why the bridge is not ready: broker down or NVRs offline (empty when ready)."""
+        """Why the bridge is not ready: broker down, NVRs offline, spool failing."""
         reasons = []
         if not self.link.connected:
             reasons.append(f"mqtt broker {self.config.mqtt.url} not connected")
         for nvr in self.nvrs.values():
-            if not nvr.online:
-                down = ", ".join(nvr.streams_down())
-                reasons.append(f"nvr {nvr.id} offline (streams down: {down})")
+            reason = nvr.not_ready()
+            if reason is not None:
+                reasons.append(reason)
+        if self.spool is not None and self.spool.failure is not None:
+            reasons.append(f"spool not writing, messages kept in memory: {self.spool.failure}")
         return reasons
 
     def _dead_loops(self) -> list[str]:
-        return [name for name, task in self._tasks.items() if task.done()]
+        dead = [name for name, task in self._tasks.items() if task.done()]
+        stalled = self.link.stalled_for(self.config.stall_seconds)
+        if stalled is not None:
+            dead.append(
+                f"mqtt link: {self.link.depth} messages waited {stalled:.0f} s on a connected "
+                f"broker (BRIDGE_STALL_SECONDS={self.config.stall_seconds:g})"
+            )
+        return dead
 
     def _route(self, message: InboundMessage) -> None:
         if message.topic.startswith(self._discovery_prefix):
@@ -139,12 +182,42 @@ class Bridge:
                     hint="BRIDGE_NVR_VERIFY_TLS=false accepts any certificate",
                 )
 
+    async def _start_http(self) -> None:
+        assert self.http is not None  # noqa: S101 - only called with a server
+        try:
+            await self.http.start()
+        except OSError as exc:
+            host, port = self.config.http_host, self.config.http_port
+            raise StartError(
+                f"cannot serve /metrics, /healthz and /readyz on {host}:{port}: "
+                f"{exc.strerror or exc}; set BRIDGE_HTTP_PORT to a free port "
+                "(or BRIDGE_HTTP_HOST to an address of this machine)"
+            ) from None
+        log.info("http server listening", port=self.http.port)
+
+    async def _supervise(self, nvr: NvrSupervisor) -> None:
+        """Run one NVR for good: restart it alone, after the backoff, when it fails."""
+        backoff = Backoff(self.config.backoff_initial, self.config.backoff_max)
+        restarts = self.metrics.nvr_restarts.labels(nvr.id)
+        while True:
+            started = time.monotonic()
+            try:
+                await nvr.run()
+            except Exception:  # one NVR's fault must not reach the others or the process
+                restarts.inc()
+                if time.monotonic() - started >= STABLE_RUN_SECONDS:
+                    backoff.reset()
+                delay = backoff.next_delay()
+                log.exception("nvr failed, restarting it", nvr=nvr.id, retry_in=round(delay, 2))
+                await asyncio.sleep(delay)
+            else:
+                return
+
     async def run(self) -> None:
         """Run until ``stop()``; then shut down in order (see module doc)."""
         self._warn_insecure()
         if self.http is not None:
-            await self.http.start()
-            log.info("http server listening", port=self.http.port)
+            await self._start_http()
         log.info(
             "bridge starting",
             shard=self.config.shard,
@@ -160,7 +233,7 @@ class Bridge:
                 )
                 for nvr in self.nvrs.values():
                     name = f"nvr[{nvr.id}]"
-                    self._tasks[name] = group.create_task(nvr.run(), name=name)
+                    self._tasks[name] = group.create_task(self._supervise(nvr), name=name)
                 await self._stop.wait()
                 log.info("bridge stopping")
                 nvr_tasks = [t for n, t in self._tasks.items() if n.startswith("nvr[")]

@@ -75,7 +75,7 @@ def run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]])
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the bridge until SIGTERM/SIGINT."""
     config = _load(args)
-    from bridge.app import Bridge  # noqa: PLC0415 - keeps check-config light
+    from bridge.app import Bridge, StartError  # noqa: PLC0415 - keeps check-config light
     from bridge.observability import configure_logging  # noqa: PLC0415
 
     configure_logging(config.log_format, config.log_level, secrets_of(config), final=True)
@@ -92,7 +92,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             waiter.cancel()
         await runner
 
-    run_until_signal(main)
+    try:
+        run_until_signal(main)
+    except StartError as exc:
+        print(f"start error: {exc.reason}", file=sys.stderr)
+        return EXIT_CONFIG
     return 0
 
 

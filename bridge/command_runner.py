@@ -4,16 +4,32 @@ Requests are parsed at once on arrival (``commands.parse_request``, pure); refus
 answered at once, valid requests wait in a queue for one of ``max_inflight_commands``
 workers, so a flood queues instead of overwhelming the NVR and a slow answer holds only
 its own worker. Nothing here touches the event streams.
+
+What a client sends is bounded and checked (CONTRACT section 9):
+
+- an MQTT 5 Response Topic starting with ``$``, lying under the bridge's own base topic
+  or Home Assistant's prefix, outside ``BRIDGE_RESPONSE_TOPIC_PREFIX`` when that is set,
+  or not a valid topic, is refused: the request is not executed and the error goes to
+  the normal response topic (the bridge never writes its own namespace for a client);
+- a request is executed at most once: a QoS 1 redelivery (DUP) of one already received,
+  or a request repeating the non-null ``transaction`` of one executed in the last
+  ``REPEAT_WINDOW`` seconds, gets the first response again instead;
+- every response is masked (``Redactor``) and bounded: a result larger than
+  ``response_max_bytes`` becomes an error saying so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import orjson
 import structlog
 
 from bridge.commands import (
@@ -22,21 +38,39 @@ from bridge.commands import (
     Refusal,
     convenience_request,
     parse_request,
+    transaction_json,
 )
+from bridge.limits import InputLimits, topic_problem
 from bridge.mqtt import InboundMessage, MqttLink
-from bridge.normalize import Publication, Topics, compact_json
+from bridge.normalize import Publication, Topics
 from bridge.nvr.client import NvrClient, NvrError, NvrHttpError, NvrRejected
 from bridge.observability import Metrics
+from bridge.redaction import NO_SECRETS, Redactor
 
 log = structlog.get_logger("bridge.commands")
 
 MAX_QUEUED = 10_000
+# Requests remembered for the at-most-once rule: how long, and how many at most.
+REPEAT_WINDOW = 600.0
+REPEAT_MEMORY = 10_000
+
+Route = tuple[str | None, bytes | None]
 
 
 class _Job(NamedTuple):
     parsed: ParsedRequest
     reply_to: str | None
     correlation: bytes | None
+    answered: _Answered | None
+
+
+@dataclass(slots=True)
+class _Answered:
+    """What a remembered request was answered (None while it runs), and who else waits."""
+
+    at: float
+    payload: bytes | None = None
+    waiting: list[Route] = field(default_factory=list)
 
 
 class CommandRunner:
@@ -54,18 +88,29 @@ class CommandRunner:
         max_inflight: int,
         timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
+        redactor: Redactor = NO_SECRETS,
+        limits: InputLimits | None = None,
+        reserved_prefixes: tuple[str, ...] = (),
+        response_topic_prefix: str | None = None,
+        allowed_by: str = "BRIDGE_COMMANDS",
     ) -> None:
         self._topics = topics
         self._client = client
         self._link = link
         self._metrics = metrics
         self._allowed = allowed
+        self._allowed_by = allowed_by
         self._max_age = max_age
         self._max_inflight = max_inflight
         self._timeout = timeout
         self._clock = clock
+        self._redactor = redactor
+        self._limits = limits or InputLimits()
+        self._reserved = (f"{topics.base}/", *reserved_prefixes)
+        self._response_prefix = response_topic_prefix
         self._queue: deque[_Job] = deque()
         self._idle: deque[asyncio.Future[None]] = deque()
+        self._answered: OrderedDict[tuple[Any, ...], _Answered] = OrderedDict()
         self.inflight = 0
         self.peak_inflight = 0
 
@@ -92,31 +137,98 @@ class CommandRunner:
         parsed = self._parse(message, levels)
         if parsed is None:
             return
-        route = _reply_route(message)
+        route, route_error = self._reply_route(message)
+        if route_error is not None and parsed.refusal is None:
+            parsed = parsed._replace(call=None, refusal=Refusal("refused", route_error))
         if parsed.refusal is not None:
-            command = parsed.command if parsed.command in COMMANDS else "unknown"
-            self._count(command, parsed.refusal.outcome)
-            log.warning(
-                "command refused",
-                nvr=self.nvr,
-                command=parsed.command,
-                outcome=parsed.refusal.outcome,
-                error=parsed.refusal.error,
-                transaction=_short(parsed.transaction),
-            )
-            self._respond(parsed, route, status="error", result=None, error=parsed.refusal.error)
+            self._refuse(parsed, route)
+            return
+        if self._answered_before(parsed, message, route):
             return
         if len(self._queue) >= MAX_QUEUED:
             error = f"busy: {MAX_QUEUED} requests are already waiting for this NVR; retry later"
             self._count(parsed.command, "error")
             self._respond(parsed, route, status="error", result=None, error=error)
             return
-        self._queue.append(_Job(parsed, *route))
+        answered = self._remember(parsed, message)
+        self._queue.append(_Job(parsed, *route, answered))
         while self._idle:
             waiter = self._idle.popleft()
             if not waiter.done():
                 waiter.set_result(None)
                 break
+
+    def _refuse(self, parsed: ParsedRequest, route: Route) -> None:
+        assert parsed.refusal is not None  # noqa: S101 - only refusals come here
+        command = parsed.command if parsed.command in COMMANDS else "unknown"
+        self._count(command, parsed.refusal.outcome)
+        log.warning(
+            "command refused",
+            nvr=self.nvr,
+            command=parsed.command[:100],
+            outcome=parsed.refusal.outcome,
+            error=parsed.refusal.error,
+            transaction=_short(parsed.transaction),
+        )
+        self._respond(parsed, route, status="error", result=None, error=parsed.refusal.error)
+
+    # --- at most once ----------------------------------------------------------------------
+
+    def _keys(self, parsed: ParsedRequest, message: InboundMessage) -> list[tuple[Any, ...]]:
+        """The identities of a request: its QoS 1 delivery, and its transaction."""
+        keys: list[tuple[Any, ...]] = []
+        if message.packet_id:
+            digest = hashlib.blake2b(message.payload, digest_size=16).digest()
+            keys.append(("delivery", message.packet_id, message.topic, digest))
+        if parsed.transaction is not None:
+            keys.append(("transaction", parsed.command, transaction_json(parsed.transaction)))
+        return keys
+
+    def _expire_answered(self, now: float) -> None:
+        answered = self._answered
+        while answered:
+            key, record = next(iter(answered.items()))
+            if now - record.at <= REPEAT_WINDOW and len(answered) <= REPEAT_MEMORY:
+                break
+            del answered[key]
+
+    def _answered_before(
+        self, parsed: ParsedRequest, message: InboundMessage, route: Route
+    ) -> bool:
+        """Answer a repeated request from its first outcome; True when it was one."""
+        self._expire_answered(time.monotonic())
+        for key in self._keys(parsed, message):
+            if key[0] == "delivery" and not message.duplicate:
+                continue  # packet ids are reused: only a DUP redelivery repeats one
+            record = self._answered.get(key)
+            if record is None:
+                continue
+            log.info(
+                "command repeated, answered again",
+                nvr=self.nvr,
+                command=parsed.command,
+                by=key[0],
+                transaction=_short(parsed.transaction),
+            )
+            self._metrics.child(self._metrics.commands_repeated, self.nvr, parsed.command).inc()
+            if record.payload is None:
+                record.waiting.append(route)
+            else:
+                self._send(parsed.command, record.payload, route)
+            return True
+        return False
+
+    def _remember(self, parsed: ParsedRequest, message: InboundMessage) -> _Answered | None:
+        keys = self._keys(parsed, message)
+        if not keys:
+            return None
+        record = _Answered(time.monotonic())
+        for key in keys:
+            self._answered[key] = record
+            self._answered.move_to_end(key)
+        return record
+
+    # --- parsing -------------------------------------------------------------------------
 
     def _parse(self, message: InboundMessage, levels: list[str]) -> ParsedRequest | None:
         now = self._clock()
@@ -130,11 +242,13 @@ class CommandRunner:
                 now=now,
                 max_age=self._max_age,
                 decoded=decoded,
+                max_depth=self._limits.json_max_depth,
+                allowed_by=self._allowed_by,
             )
 
         if len(levels) == 2 and levels[0] == "request":
             return parse(levels[1], message.payload, decoded=False)
-        convenience = convenience_request(levels, message.payload)
+        convenience = convenience_request(levels, message.payload[:1024])
         if convenience is None:
             return None
         if convenience.request is not None:
@@ -146,6 +260,36 @@ class CommandRunner:
         return ParsedRequest(
             convenience.command, None, refusal=Refusal("invalid", convenience.error or "")
         )
+
+    def _reply_route(self, message: InboundMessage) -> tuple[Route, str | None]:
+        """Where the reply also goes (MQTT 5 Response Topic), or why that is refused."""
+        topic = message.response_topic
+        if topic is None:
+            return (None, None), None
+        shown = topic if len(topic) <= 100 else topic[:97] + "..."
+        problem = topic_problem(topic)
+        if problem is not None:
+            return (None, None), f"refused: the Response Topic {shown!r} is not valid: {problem}"
+        if topic.startswith("$"):
+            return (None, None), (
+                f"refused: the Response Topic {shown!r} starts with '$', the broker's own "
+                "topics; choose a topic of your client's"
+            )
+        for prefix in self._reserved:
+            if topic.startswith(prefix) or topic == prefix.rstrip("/"):
+                return (None, None), (
+                    f"refused: the Response Topic {shown!r} lies under {prefix!r}, where "
+                    "the bridge publishes only its own messages; choose a topic of your "
+                    "client's"
+                )
+        if self._response_prefix is not None and not topic.startswith(self._response_prefix):
+            return (None, None), (
+                f"refused: the Response Topic {shown!r} does not start with "
+                f"{self._response_prefix!r} (BRIDGE_RESPONSE_TOPIC_PREFIX)"
+            )
+        return (topic, message.correlation_data), None
+
+    # --- running -------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Run the workers until cancelled."""
@@ -187,39 +331,56 @@ class CommandRunner:
                 error=exc.reason,
                 transaction=_short(parsed.transaction),
             )
-            self._respond(parsed, route, status="error", result=result, error=exc.reason)
-            return
-        self._count(parsed.command, "ok")
-        log.info(
-            "command done",
-            nvr=self.nvr,
-            command=parsed.command,
-            transaction=_short(parsed.transaction),
-        )
-        self._respond(parsed, route, status="ok", result=answer.body, error=None)
+            payload = self._respond(parsed, route, status="error", result=result, error=exc.reason)
+        else:
+            self._count(parsed.command, "ok")
+            log.info(
+                "command done",
+                nvr=self.nvr,
+                command=parsed.command,
+                transaction=_short(parsed.transaction),
+            )
+            payload = self._respond(parsed, route, status="ok", result=answer.body, error=None)
+        answered = job.answered
+        if answered is not None:
+            answered.payload = payload
+            for waiting in answered.waiting:
+                self._send(parsed.command, payload, waiting)
+            answered.waiting.clear()
 
     def _respond(
         self,
         parsed: ParsedRequest,
-        route: tuple[str | None, bytes | None],
+        route: Route,
         *,
         status: str,
         result: Any,
         error: str | None,
-    ) -> None:
-        payload = compact_json(
-            {
-                "status": status,
-                "command": parsed.command,
-                "transaction": parsed.transaction,
-                "result": result,
-                "error": error,
-            },
-            default=str,
-        )
-        self._link.publish(
-            Publication(self._topics.response(parsed.command), payload, False, self.nvr)
-        )
+    ) -> bytes:
+        """Publish a response (masked and bounded) to the response topic and the route."""
+        redact = self._redactor
+        document = {
+            "status": status,
+            "command": parsed.command,
+            "transaction": redact.value(parsed.transaction),
+            "result": redact.value(result),
+            "error": None if error is None else redact.text(error),
+        }
+        payload = _encode(document)
+        limit = self._limits.response_max_bytes
+        if len(payload) > limit:
+            document["status"], document["result"] = "error", None
+            document["error"] = (
+                f"result too large: the response would be {len(payload)} bytes, more than "
+                f"{limit} (BRIDGE_RESPONSE_MAX_BYTES); narrow the request (a shorter time "
+                "range, fewer channels)"
+            )
+            payload = _encode(document)
+        self._send(parsed.command, payload, route)
+        return payload
+
+    def _send(self, command: str, payload: bytes, route: Route) -> None:
+        self._link.publish(Publication(self._topics.response(command), payload, False, self.nvr))
         reply_to, correlation = route
         if reply_to is not None:
             self._link.publish(
@@ -227,18 +388,19 @@ class CommandRunner:
             )
 
 
-def _reply_route(message: InboundMessage) -> tuple[str | None, bytes | None]:
-    topic = message.response_topic
-    if topic is None:
-        return None, None
-    if any(c in topic for c in "+#\x00") or len(topic.encode()) > 65535:
-        log.warning("response topic ignored", topic=topic[:200], reason="not a valid topic name")
-        return None, None
-    return topic, message.correlation_data
+def _encode(document: dict[str, Any]) -> bytes:
+    """The response as compact JSON; integers beyond 64 bits stay exact."""
+    try:
+        return orjson.dumps(document, default=str)
+    except TypeError:
+        # orjson refuses integers beyond 64 bits (a client's transaction may hold one).
+        return json.dumps(document, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
 def _short(value: Any) -> Any:
     text = repr(value) if not isinstance(value, str | int | float | type(None)) else value
+    if isinstance(text, int) and not -(2**63) <= text < 2**63:
+        text = repr(text)
     if isinstance(text, str) and len(text) > 100:
         return text[:97] + "..."
     return text

@@ -14,12 +14,12 @@ Errors::
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal, NamedTuple
 
-import orjson
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -32,8 +32,12 @@ from pydantic import (
 )
 
 from bridge.config import COMMAND_NAMES
+from bridge.limits import DEFAULT_JSON_MAX_DEPTH, INT32_MAX, json_depth_exceeds
 
-INT32_MAX = 2**31 - 1
+# A request is a small JSON object; a larger payload is refused unread (CONTRACT section 9).
+MAX_REQUEST_BYTES = 64 * 1024
+# The transaction is echoed in every response: it may not make responses large.
+MAX_TRANSACTION_BYTES = 4096
 Channel = Annotated[StrictInt, Field(ge=1, le=INT32_MAX, description="1-based channel number.")]
 Speed = Annotated[StrictInt | StrictFloat, Field(ge=0, le=1)]
 
@@ -293,6 +297,57 @@ def parse_timestamp(value: int | float | str) -> float:
     return moment.timestamp()
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def load_request(payload: bytes, max_depth: int = DEFAULT_JSON_MAX_DEPTH) -> Any:
+    """The JSON value of a request payload; ValueError says why it is not one.
+
+    The standard library's parser keeps integers of any size exact (a transaction of
+    2**70 comes back as 2**70, not as a float); the size and depth are bounded.
+    """
+    if len(payload) > MAX_REQUEST_BYTES:
+        raise ValueError(
+            f"the payload of {len(payload)} bytes is larger than {MAX_REQUEST_BYTES} bytes"
+        )
+    try:
+        document = json.loads(payload, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError(f"the payload nests JSON deeper than {max_depth} levels") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"the payload is not valid JSON ({exc})") from None
+    if json_depth_exceeds(document, max_depth):
+        raise ValueError(f"the payload nests JSON deeper than {max_depth} levels")
+    return document
+
+
+def transaction_json(value: Any) -> bytes:
+    """The transaction as compact, canonical JSON (sorted keys; exact big integers)."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+
+
+def _read_document(payload: Any, decoded: bool, max_depth: int) -> tuple[Any, Any, str | None]:
+    """The request's JSON value, its echoable transaction, and what is wrong with it."""
+    transaction: Any = None
+    document: Any = payload
+    error: str | None = None
+    if not decoded:
+        try:
+            document = load_request(payload, max_depth)
+        except ValueError as exc:
+            error = f"invalid request: {exc}"
+    if isinstance(document, dict):
+        transaction = document.get("transaction")
+        if transaction is not None and len(transaction_json(transaction)) > MAX_TRANSACTION_BYTES:
+            transaction = None
+            error = (
+                "invalid request: field 'transaction' is larger than "
+                f"{MAX_TRANSACTION_BYTES} bytes as JSON (it is echoed in every response)"
+            )
+    return document, transaction, error
+
+
 def parse_request(
     command: str,
     payload: bytes | Any,
@@ -302,22 +357,16 @@ def parse_request(
     now: float,
     max_age: float,
     decoded: bool = False,
+    max_depth: int = DEFAULT_JSON_MAX_DEPTH,
+    allowed_by: str = "BRIDGE_COMMANDS",
 ) -> ParsedRequest:
     """Validate a request and map it to its REST call, or say why it is refused.
 
     Order: unknown command, retained, not allowed, JSON, fields, then expiry.
-    ``decoded`` means ``payload`` is already a JSON value (convenience topics).
+    ``decoded`` means ``payload`` is already a JSON value (convenience topics);
+    ``allowed_by`` names the setting that lists the allowed commands, for the refusal.
     """
-    transaction: Any = None
-    document: Any = payload
-    json_error: str | None = None
-    if not decoded:
-        try:
-            document = orjson.loads(payload)
-        except orjson.JSONDecodeError as exc:
-            json_error = f"invalid request: the payload is not valid JSON ({exc})"
-    if isinstance(document, dict):
-        transaction = document.get("transaction")
+    document, transaction, json_error = _read_document(payload, decoded, max_depth)
 
     def refuse(outcome: Literal["invalid", "refused"], error: str) -> ParsedRequest:
         return ParsedRequest(command, transaction, refusal=Refusal(outcome, error))
@@ -335,7 +384,7 @@ def parse_request(
     if command not in allowed:
         return refuse(
             "refused",
-            f"refused: command {command!r} is not allowed on this bridge (BRIDGE_COMMANDS)",
+            f"refused: command {command!r} is not allowed for this NVR ({allowed_by})",
         )
     if json_error is not None:
         return refuse("invalid", json_error)

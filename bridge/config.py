@@ -16,6 +16,7 @@ import hashlib
 import os
 import re
 import socket
+import ssl
 from pathlib import Path
 from typing import Any, Literal, Self
 from urllib.parse import urlsplit
@@ -30,6 +31,12 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bridge.limits import (
+    DEFAULT_JSON_MAX_DEPTH,
+    DEFAULT_NVR_MAX_ANSWER_BYTES,
+    DEFAULT_RESPONSE_MAX_BYTES,
+)
 
 CommandName = Literal[
     "add_event",
@@ -52,6 +59,7 @@ COMMAND_NAMES: tuple[CommandName, ...] = (
     "snapshot",
 )
 NVR_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
+MAX_MQTT_PACKET = 268_435_455
 MASK = "**********"
 
 
@@ -79,6 +87,24 @@ def _read_secret_file(path: str, what: str) -> SecretStr:
     except OSError as exc:
         raise ValueError(f"cannot read {what} file {path!r}: {exc.strerror}") from None
     return SecretStr(text.rstrip())
+
+
+def _check_tls_files(
+    ca_file: str | None, cert_file: str | None = None, key_file: str | None = None
+) -> None:
+    """Load the TLS files as the connection will, so a bad path is a configuration error."""
+    for name, path in (("ca_file", ca_file), ("cert_file", cert_file), ("key_file", key_file)):
+        if path is not None and not Path(path).is_file():
+            raise ValueError(f"{name} {path!r} is not a readable file")
+    try:
+        context = ssl.create_default_context(cafile=ca_file)
+        if cert_file is not None and key_file is not None:
+            context.load_cert_chain(cert_file, key_file)
+    except ssl.SSLError as exc:
+        what = "cert_file/key_file" if cert_file else "ca_file"
+        raise ValueError(f"{what} cannot be loaded as PEM: {exc.reason or exc}") from None
+    except OSError as exc:
+        raise ValueError(f"a TLS file cannot be read: {exc.strerror or exc}") from None
 
 
 def _without_credentials(url: str) -> str:
@@ -128,6 +154,12 @@ class NvrConfig(_Model):
     max_inflight_commands: int = Field(
         default=8, ge=1, le=256, description="REST commands in flight at once on this NVR."
     )
+    max_answer_bytes: int = Field(
+        default=DEFAULT_NVR_MAX_ANSWER_BYTES,
+        ge=1024,
+        le=1024**3,
+        description="A REST answer larger than this is an error; it is never read whole.",
+    )
 
     @field_validator("id")
     @classmethod
@@ -153,6 +185,8 @@ class NvrConfig(_Model):
             object.__setattr__(
                 self, "password", _read_secret_file(self.password_file, "NVR password")
             )
+        if self.ca_file is not None:
+            _check_tls_files(self.ca_file)
         return self
 
     @property
@@ -184,6 +218,13 @@ class MqttConfig(_Model):
         default=3600, ge=0, description="Seconds the broker keeps the session while away."
     )
     keepalive: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive seconds.")
+    max_packet: int | None = Field(
+        default=None,
+        ge=128,
+        le=MAX_MQTT_PACKET,
+        description="Largest packet published: the broker's Maximum Packet Size (MQTT 5 "
+        "CONNACK) when it announces one, else this, else 268435455; larger ones are dropped.",
+    )
 
     @field_validator("qos", mode="before")
     @classmethod
@@ -208,6 +249,8 @@ class MqttConfig(_Model):
             )
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together: set both or neither")
+        if self.ca_file or self.cert_file:
+            _check_tls_files(self.ca_file, self.cert_file, self.key_file)
         return self
 
     @property
@@ -274,6 +317,30 @@ class BridgeConfig(_Model):
     )
     ha_discovery: bool = Field(default=False, description="Publish Home Assistant discovery.")
     ha_prefix: str = Field(default="homeassistant", description="Home Assistant's prefix.")
+    json_max_depth: int = Field(
+        default=DEFAULT_JSON_MAX_DEPTH,
+        ge=4,
+        le=512,
+        description="Deeper JSON in a frame item, a request or a REST answer is invalid.",
+    )
+    response_max_bytes: int = Field(
+        default=DEFAULT_RESPONSE_MAX_BYTES,
+        ge=1024,
+        description="A command result larger than this (as JSON) is not sent: an error instead.",
+    )
+    response_topic_prefix: str | None = Field(
+        default=None, description="When set, MQTT 5 Response Topics must start with it."
+    )
+    stall_seconds: float = Field(
+        default=120,
+        gt=0,
+        description="/healthz fails when messages waited this long on a connected broker.",
+    )
+    retained_max: int = Field(
+        default=100_000,
+        ge=100,
+        description="Distinct retained topics remembered (and waiting) at most; more evict.",
+    )
 
     @field_validator("base_topic")
     @classmethod
@@ -331,6 +398,7 @@ class _Environment(BaseSettings):
     nvr_verify_tls: str | None = None
     nvr_ca_file: str | None = None
     nvr_max_inflight_commands: str | None = None
+    nvr_max_answer_bytes: str | None = None
     mqtt_url: str | None = None
     mqtt_username: str | None = None
     mqtt_password: str | None = None
@@ -344,6 +412,7 @@ class _Environment(BaseSettings):
     mqtt_qos: str | None = None
     mqtt_session_expiry: str | None = None
     mqtt_keepalive: str | None = None
+    mqtt_max_packet: str | None = None
     base_topic: str | None = None
     http_port: str | None = None
     http_host: str | None = None
@@ -361,6 +430,11 @@ class _Environment(BaseSettings):
     ws_ping_timeout: str | None = None
     ha_discovery: str | None = None
     ha_prefix: str | None = None
+    json_max_depth: str | None = None
+    response_max_bytes: str | None = None
+    response_topic_prefix: str | None = None
+    stall_seconds: str | None = None
+    retained_max: str | None = None
     shard: str | None = None
     shard_index: str | None = None
     shard_count: str | None = None

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from bridge.limits import MAX_CHANNELS, is_channel_number
 from bridge.normalize import Publication, Topics, sanitize_level
 
 MANUFACTURER = "EverFocus"
@@ -37,26 +38,32 @@ class Camera:
 
 
 def cameras_from_info(info: dict[str, Any]) -> list[Camera]:
-    """The channels to expose: the camera list when served, else the channel counts."""
+    """The channels to expose: the camera list when served, else the channel counts.
+
+    At most ``MAX_CHANNELS`` (an NVR claiming 2,000,000 channels gets the first 4,096).
+    """
     cameras = info.get("cameras")
     found: dict[int, Camera] = {}
     if isinstance(cameras, list):
         for entry in cameras:
+            if len(found) >= MAX_CHANNELS:
+                break
             if not isinstance(entry, dict):
                 continue
             channel = entry.get("ChannelID")
-            if isinstance(channel, int) and not isinstance(channel, bool) and channel >= 1:
+            if is_channel_number(channel):
                 name = entry.get("DeviceName")
-                label = name if isinstance(name, str) and name.strip() else f"Channel {channel}"
-                found[channel] = Camera(channel, label.strip())
+                label = name.strip()[:100] if isinstance(name, str) and name.strip() else ""
+                found[channel] = Camera(channel, label or f"Channel {channel}")
     if not found:
         system = info.get("system") if isinstance(info.get("system"), dict) else {}
         assert isinstance(system, dict)  # noqa: S101 - narrowed just above
         count = 0
         for key in ("ipcam_channels", "analog_channels"):
             value = system.get(key)
-            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            if type(value) is int and value > 0:
                 count += value
+        count = min(count, MAX_CHANNELS)
         found = {c: Camera(c, f"Channel {c}") for c in range(1, count + 1)}
     return [found[c] for c in sorted(found)]
 

@@ -30,6 +30,7 @@ import contextlib
 import logging
 import os
 import ssl
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeGuard
 
@@ -42,6 +43,7 @@ from gmqtt.storage import PersistentStorage
 
 from bridge.backoff import Backoff
 from bridge.config import MqttConfig
+from bridge.limits import topic_problem
 from bridge.normalize import Publication
 from bridge.observability import Metrics
 from bridge.outbox import Entry, Outbox
@@ -78,13 +80,19 @@ class LinkError(Exception):
 
 
 class InboundMessage(NamedTuple):
-    """A message received on one of the link's subscriptions."""
+    """A message received on one of the link's subscriptions.
+
+    ``packet_id`` is the broker's id of a QoS 1/2 delivery (0 at QoS 0), ``duplicate``
+    its DUP flag (a redelivery of a message whose acknowledgement was lost).
+    """
 
     topic: str
     payload: bytes
     retain: bool
     response_topic: str | None = None
     correlation_data: bytes | None = None
+    packet_id: int = 0
+    duplicate: bool = False
 
 
 def tls_context(config: MqttConfig) -> ssl.SSLContext | None:
@@ -285,6 +293,7 @@ class MqttLink:
         bridge_state_topic: str,
         metrics: Metrics,
         buffer_size: int = 100_000,
+        retained_max: int = 100_000,
         backoff: Backoff | None = None,
         spool: Spool | None = None,
     ) -> None:
@@ -292,7 +301,7 @@ class MqttLink:
         self._state_topic = bridge_state_topic
         self._metrics = metrics
         self._backoff = backoff or Backoff()
-        self._outbox = Outbox(buffer_size, on_drop=self._dropped)
+        self._outbox = Outbox(buffer_size, on_drop=self._dropped, retained_bound=retained_max)
         self._spool = spool
         if spool is not None:
             self._outbox.on_discard = spool.discarded
@@ -314,6 +323,8 @@ class MqttLink:
         self._tls = tls_context(config)
         self._subscribed: dict[int, asyncio.Future[None]] = {}
         self._window_full = False
+        self._progress_at = time.monotonic()
+        self._refused_topics = 0
 
     # --- what the rest of the bridge uses ------------------------------------------------
 
@@ -345,8 +356,26 @@ class MqttLink:
         """Set the callback of received messages; it must not block."""
         self._handler = handler
 
+    def stalled_for(self, limit: float) -> float | None:
+        """Seconds messages waited on a connected broker without any being confirmed.
+
+        None unless that is more than ``limit`` (a link that is up but delivers nothing).
+        """
+        if not self.connected or not self._outbox.depth:
+            return None
+        waited = time.monotonic() - self._progress_at
+        return waited if waited > limit else None
+
     def publish(self, publication: Publication) -> None:
-        """Queue a publication; never waits (the outbox is bounded, see ``Outbox``)."""
+        """Queue a publication; never waits (the outbox is bounded, see ``Outbox``).
+
+        A topic no broker would take is refused here, before it is queued: it would
+        otherwise end the connection and come first again after each reconnect.
+        """
+        problem = topic_problem(publication.topic)
+        if problem is not None:
+            self._refuse(publication, problem)
+            return
         entry = self._outbox.put(publication)
         if self._spool is not None:
             self._spool.added(entry)
@@ -384,6 +413,9 @@ class MqttLink:
                 await self._session()
             except (LinkError, OSError) as exc:
                 self._lost(exc)
+            except Exception as exc:  # a bug here must not end the bridge: reconnect
+                log.exception("mqtt link failed unexpectedly, reconnecting")
+                self._lost(LinkError(f"unexpected error: {type(exc).__name__}"))
             if self._closing:
                 break
             delay = self._backoff.next_delay()
@@ -517,6 +549,7 @@ class MqttLink:
 
     def _mark_connected(self) -> None:
         self._session_up = True
+        self._progress_at = time.monotonic()
         if self._v5:
             self._v5_confirmed = True
         self._connected.set()
@@ -621,6 +654,7 @@ class MqttLink:
 
     def _confirmed(self, entry: Entry, *, published: bool = True) -> None:
         self._outbox.ack(entry)
+        self._progress_at = time.monotonic()
         publication = entry.publication
         if published and publication.stream is not None:
             self._metrics.stream(publication.nvr, publication.stream).published.inc()
@@ -654,12 +688,27 @@ class MqttLink:
             if isinstance(response_topic, str) and response_topic
             else None,
             correlation_data=bytes(correlation) if correlation is not None else None,
+            duplicate=bool(properties.get("dup")),
         )
         try:
             self._handler(inbound)
         except Exception:  # one bad request must not end the subscription
             log.exception("inbound message failed", topic=inbound.topic[:200])
         return 0  # PUBACK: success
+
+    def _refuse(self, publication: Publication, problem: str) -> None:
+        """Drop a publication that cannot be sent, counted; one log line per 1,000."""
+        if publication.stream is not None:
+            self._metrics.stream(publication.nvr, publication.stream).dropped.inc()
+        if self._refused_topics % 1000 == 0:
+            log.warning(
+                "publish refused",
+                nvr=publication.nvr or None,
+                topic=publication.topic[:200],
+                reason=problem,
+                refused=self._refused_topics + 1,
+            )
+        self._refused_topics += 1
 
     def _dropped(self, publication: Publication) -> None:
         self._dropped_this_outage += 1

@@ -15,7 +15,6 @@ Errors::
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +24,12 @@ from typing import Any, NamedTuple
 import orjson
 from pydantic import ValidationError
 
+from bridge.limits import (
+    DEFAULT_JSON_MAX_DEPTH,
+    MAX_CHANNELS,
+    UNSAFE_LEVEL_CHARS,
+    json_depth_exceeds,
+)
 from bridge.nvr.models import (
     STREAM_MODELS,
     CameraStatusMessage,
@@ -35,16 +40,14 @@ from bridge.nvr.models import (
     StreamName,
     SystemMessage,
 )
+from bridge.redaction import NO_SECRETS, Redactor
 
 MAX_FRAME_BYTES = 1024 * 1024
 MAX_LEVEL_CHARS = 1000
 TOPIC_CACHE_SIZE = 4096  # event/meta topics remembered per NVR (channel x type)
 STATE_VALUES = frozenset({"active", "inactive"})
-REDACTED = "***"
-
-# '/', '+', '#' and NUL (the contract's list), every whitespace character, and the other
-# characters MQTT forbids or brokers refuse in topics (controls, surrogates, noncharacters).
-_UNSAFE_LEVEL_CHARS = re.compile(r"[/+#\s\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff]")
+# Rejection reasons kept per frame for the log line; every rejection is still counted.
+MAX_REASONS = 10
 
 
 class RejectedInput(Exception):
@@ -79,10 +82,14 @@ class Publication(NamedTuple):
 
 
 def sanitize_level(value: str) -> str:
-    """Make NVR text safe as one topic level: no separators, wildcards or forbidden chars."""
+    """Make NVR text safe as one topic level (CONTRACT sections 4 and 9).
+
+    Separators, wildcards, whitespace, controls, noncharacters, bidi and invisible
+    characters each become one ``_``; an empty level is ``_``.
+    """
     if len(value) > MAX_LEVEL_CHARS:
         value = value[:MAX_LEVEL_CHARS]
-    return _UNSAFE_LEVEL_CHARS.sub("_", value) or "_"
+    return UNSAFE_LEVEL_CHARS.sub("_", value) or "_"
 
 
 @lru_cache(maxsize=1)
@@ -111,28 +118,6 @@ def _format_millisecond(second: int, millisecond: int) -> str:
     return f"{_format_second(second)}.{millisecond:03d}Z"
 
 
-# 'password' is the contract's rule; the SDK's network settings also name secrets
-# 'wifiPwd' and 'Pwd' (guide section 7.1), which the same rule must catch.
-_SECRET_KEY = re.compile(r"passw(or)?d|pwd", re.IGNORECASE)
-
-
-def redact_passwords(value: Any) -> Any:
-    """Replace every value whose key names a password (any case, any depth) by ``***``.
-
-    Keys containing ``password``, ``passwd`` or ``pwd`` count.
-    """
-    if isinstance(value, dict):
-        return {
-            key: REDACTED
-            if isinstance(key, str) and _SECRET_KEY.search(key)
-            else redact_passwords(item)
-            for key, item in value.items()
-        }
-    if isinstance(value, list):
-        return [redact_passwords(item) for item in value]
-    return value
-
-
 def truncate_for_log(raw: str | bytes, limit: int = 1024) -> str:
     """The first ``limit`` bytes of a frame as text, for a log line."""
     data = raw.encode("utf-8", "replace") if isinstance(raw, str) else raw
@@ -141,7 +126,11 @@ def truncate_for_log(raw: str | bytes, limit: int = 1024) -> str:
 
 
 def parse_frame(raw: str | bytes) -> list[Any]:
-    """The JSON items of one text frame: an object is one item, an array its elements."""
+    """The JSON items of one text frame: an object is one item, an array its elements.
+
+    The items' depth is checked by ``validate_item``, so one deep item leaves the frame's
+    other items valid.
+    """
     size = len(raw)
     if isinstance(raw, str) and size * 4 > MAX_FRAME_BYTES:
         # Only text that might exceed the limit is measured in UTF-8 bytes.
@@ -175,10 +164,14 @@ def _describe_validation(error: ValidationError) -> str:
     return "; ".join(problems)
 
 
-def validate_item(stream: StreamName, item: Any) -> NvrMessage:
+def validate_item(
+    stream: StreamName, item: Any, max_depth: int = DEFAULT_JSON_MAX_DEPTH
+) -> NvrMessage:
     """Check one item against its stream's model; ItemRejected says what is wrong."""
     if not isinstance(item, dict):
         raise ItemRejected(f"item must be a JSON object, not {type(item).__name__}")
+    if json_depth_exceeds(item, max_depth):
+        raise ItemRejected(f"item nests JSON deeper than the limit of {max_depth} levels")
     try:
         return STREAM_MODELS[stream].model_validate(item)
     except ValidationError as exc:
@@ -247,10 +240,15 @@ class Normalizer:
 
     The NVR repeats every channel's status each second; only the first sight of a channel
     and a change of one of its four fields are published. ``forget_status`` makes the next
-    report of every channel count as a first sight (after the stream reconnects).
+    report of every channel count as a first sight (after the stream reconnects). Every
+    string taken from the NVR goes through the ``redactor`` before it reaches a payload
+    or a topic level. At most ``MAX_CHANNELS`` distinct channels are remembered: a status
+    stream naming more is refused item by item.
     """
 
     topics: Topics
+    redactor: Redactor = NO_SECRETS
+    max_depth: int = DEFAULT_JSON_MAX_DEPTH
     _status: dict[int, StatusKey] = field(default_factory=dict)
     _dispatch: dict[str, Callable[[Any, str, int | None], list[Publication]]] = field(
         default_factory=dict
@@ -307,12 +305,14 @@ class Normalizer:
     ) -> list[Publication]:
         """An event, plus its retained state topic for ``active``/``inactive``."""
         nvr = self.topics.nvr
-        topic = self._channel_topic(msg.channel, "event", msg.type)
+        text = self.redactor.text
+        kind = text(msg.type)
+        topic = self._channel_topic(msg.channel, "event", kind)
         payload: dict[str, Any] = {
             "nvr": nvr,
             "channel": msg.channel,
-            "type": msg.type,
-            "state": msg.state,
+            "type": kind,
+            "state": text(msg.state),
             "timestamp": timestamp,
         }
         if history_ms is not None:
@@ -326,14 +326,15 @@ class Normalizer:
     def meta(
         self, msg: MetaHookMessage, timestamp: str, history_ms: int | None
     ) -> list[Publication]:
-        """A metadata item, its data as the NVR sent it."""
+        """A metadata item, its data as the NVR sent it (secrets masked)."""
         nvr = self.topics.nvr
-        topic = self._channel_topic(msg.channel, "meta", msg.type)
+        kind = self.redactor.text(msg.type)
+        topic = self._channel_topic(msg.channel, "meta", kind)
         payload: dict[str, Any] = {
             "nvr": nvr,
             "channel": msg.channel,
-            "type": msg.type,
-            "data": msg.data,
+            "type": kind,
+            "data": self.redactor.text(msg.data),
             "timestamp": timestamp,
         }
         if history_ms is not None:
@@ -346,11 +347,12 @@ class Normalizer:
     ) -> list[Publication]:
         """A disk or system exception."""
         nvr = self.topics.nvr
-        topic = f"{self.topics.base}/{nvr}/exception/{sanitize_level(msg.exception)}"
+        name = self.redactor.text(msg.exception)
+        topic = f"{self.topics.base}/{nvr}/exception/{sanitize_level(name)}"
         payload = {
             "nvr": nvr,
-            "exception": msg.exception,
-            "target": msg.target,
+            "exception": name,
+            "target": self.redactor.value(msg.target),
             "time": msg.time,
             "timestamp": timestamp,
         }
@@ -361,8 +363,14 @@ class Normalizer:
     ) -> list[Publication]:
         """A channel's status, only when first seen or changed."""
         key: StatusKey = (msg.online, msg.recording, msg.event, msg.manual)
-        if self._status.get(msg.channel) == key:
+        previous = self._status.get(msg.channel)
+        if previous == key:
             return []
+        if previous is None and len(self._status) >= MAX_CHANNELS:
+            raise ItemRejected(
+                f"channel {msg.channel} is one more than the {MAX_CHANNELS} channels an NVR "
+                "may have"
+            )
         self._status[msg.channel] = key
         nvr = self.topics.nvr
         payload = {
@@ -380,14 +388,15 @@ class Normalizer:
     def message(
         self, msg: SystemMessage, timestamp: str, history_ms: int | None
     ) -> list[Publication]:
-        """A system notification, with any password in its content masked."""
+        """A system notification, with every secret in it masked (CONTRACT section 9)."""
         nvr = self.topics.nvr
-        topic = f"{self.topics.base}/{nvr}/message/{sanitize_level(msg.message)}"
+        name = self.redactor.text(msg.message)
+        topic = f"{self.topics.base}/{nvr}/message/{sanitize_level(name)}"
         payload = {
             "nvr": nvr,
-            "message": msg.message,
-            "target": msg.target,
-            "content": redact_passwords(msg.content),
+            "message": name,
+            "target": self.redactor.value(msg.target),
+            "content": self.redactor.value(msg.content),
             "time": msg.time,
             "timestamp": timestamp,
         }
@@ -396,12 +405,55 @@ class Normalizer:
 
 @dataclass(slots=True)
 class FrameOutcome:
-    """What one frame produced: publications, items read, and the rejections."""
+    """What one frame produced: publications, items read, and the rejections.
+
+    ``rejected`` counts every rejected item; ``rejections`` keeps the first
+    ``MAX_REASONS`` reasons for the log line.
+    """
 
     publications: list[Publication] = field(default_factory=list)
     received: int = 0
+    rejected: int = 0
     rejections: list[str] = field(default_factory=list)
     messages: list[NvrMessage] = field(default_factory=list)
+
+    def reject(self, reason: str) -> None:
+        """Count one rejected item, keeping its reason while there is room."""
+        self.rejected += 1
+        if len(self.rejections) < MAX_REASONS:
+            self.rejections.append(reason)
+
+
+def process_items(
+    normalizer: Normalizer,
+    stream: StreamName,
+    items: list[Any],
+    timestamp: str,
+    outcome: FrameOutcome,
+    *,
+    first_index: int = 0,
+    total: int | None = None,
+) -> None:
+    """Validate and normalize frame items into ``outcome``; never raises for bad input.
+
+    ``first_index`` and ``total`` place a slice of a long frame within it (for the
+    reasons' item numbers).
+    """
+    numbered = (total if total is not None else len(items)) > 1
+    for offset, item in enumerate(items):
+        index = first_index + offset
+        try:
+            message = validate_item(stream, item, normalizer.max_depth)
+            publications = normalizer.normalize(stream, message, timestamp)
+        except ItemRejected as exc:
+            outcome.reject((f"item {index}: " if numbered else "") + exc.reason)
+            continue
+        except (TypeError, ValueError) as exc:
+            # Text JSON cannot carry (lone surrogates) or numbers it cannot encode.
+            outcome.reject(f"item {index}: cannot be encoded as JSON ({exc})")
+            continue
+        outcome.messages.append(message)
+        outcome.publications.extend(publications)
 
 
 def process_frame(
@@ -413,22 +465,8 @@ def process_frame(
         items = parse_frame(raw)
     except FrameRejected as exc:
         outcome.received = 1
-        outcome.rejections.append(exc.reason)
+        outcome.reject(exc.reason)
         return outcome
     outcome.received = len(items)
-    for index, item in enumerate(items):
-        try:
-            message = validate_item(stream, item)
-        except ItemRejected as exc:
-            where = f"item {index}: " if len(items) > 1 else ""
-            outcome.rejections.append(where + exc.reason)
-            continue
-        try:
-            publications = normalizer.normalize(stream, message, timestamp)
-        except (TypeError, ValueError) as exc:
-            # Only reachable with text JSON cannot carry (lone surrogates): skip the item.
-            outcome.rejections.append(f"item {index}: cannot be encoded as JSON ({exc})")
-            continue
-        outcome.messages.append(message)
-        outcome.publications.extend(publications)
+    process_items(normalizer, stream, items, timestamp, outcome)
     return outcome

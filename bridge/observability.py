@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 
 from bridge.config import COMMAND_NAMES
 from bridge.nvr.models import STREAM_NAMES, StreamName
+from bridge.redaction import MAX_WALK_DEPTH, Redactor
 
 # The *_created series double the scrape size and carry nothing dashboards use.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -150,6 +151,13 @@ class Metrics:
             ("nvr", "command", "outcome"),
             registry=r,
         )
+        self.commands_repeated = Counter(
+            "nvr_bridge_commands_repeated",
+            "Requests received again (a QoS 1 redelivery or a repeated transaction): "
+            "answered from the first outcome, not executed again.",
+            ("nvr", "command"),
+            registry=r,
+        )
         self.request_seconds = Histogram(
             "nvr_bridge_nvr_request_seconds",
             "Duration of REST calls to the NVR.",
@@ -167,6 +175,22 @@ class Metrics:
             "nvr_bridge_nvr_online",
             "1 while the NVR is logged in with all its streams up (its availability).",
             ("nvr",),
+            registry=r,
+        )
+        self.nvr_restarts = Counter(
+            "nvr_bridge_nvr_restarts",
+            "Restarts of one NVR's tasks after an unexpected error in one of them.",
+            ("nvr",),
+            registry=r,
+        )
+        self.spool_writing = Gauge(
+            "nvr_bridge_spool_writing",
+            "1 while the spool writes to disk; 0 while it failed and messages wait in memory.",
+            registry=r,
+        )
+        self.spool_errors = Counter(
+            "nvr_bridge_spool_errors",
+            "Spool writes that failed (each makes the spool fall back to memory).",
             registry=r,
         )
         self.mqtt_connected = Gauge(
@@ -190,6 +214,7 @@ class Metrics:
         for outcome in ("ok", "refused", "failed"):
             self.logins.labels(nvr, outcome)
         self.nvr_online.labels(nvr).set(0)
+        self.nvr_restarts.labels(nvr)
 
     def child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, cached.
@@ -226,17 +251,31 @@ _LEVELS = {
 
 
 def _secret_scrubber(secrets: list[str]) -> Callable[[Any, str, MutableMapping[str, Any]], Any]:
-    """A processor that masks any configured secret that slipped into a log value."""
+    """A processor that masks every configured secret anywhere in a log event.
+
+    Every string at any depth (keys included, exception texts included) is scrubbed by
+    the ``Redactor``; a string cut short for the log (ending in ``...``) also loses a
+    password's first characters at its end.
+    """
+    redactor = Redactor(secrets)
+
+    def clean(value: Any, depth: int) -> Any:
+        if isinstance(value, str):
+            text = redactor.text(value)
+            return redactor.leaked_prefix(text) if text.endswith("...") else text
+        if depth > MAX_WALK_DEPTH:
+            return "***"
+        if isinstance(value, dict):
+            return {clean(k, depth + 1): clean(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(item, depth + 1) for item in value]
+        return value
 
     def scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-        if not secrets:
+        if not redactor.secrets:
             return event
-        for key, value in event.items():
-            if isinstance(value, str) and any(s in value for s in secrets):
-                cleaned = value
-                for secret in secrets:
-                    cleaned = cleaned.replace(secret, "***")
-                event[key] = cleaned
+        for key, value in list(event.items()):
+            event[key] = clean(value, 0)
         return event
 
     return scrub
@@ -266,7 +305,8 @@ def configure_logging(
     renderer: Any
     if fmt == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
-        tail: list[Any] = []
+        # Tracebacks become text before the scrubber, so it masks secrets in them too.
+        tail: list[Any] = [structlog.processors.format_exc_info]
     else:
         renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
         tail = [structlog.processors.dict_tracebacks]

@@ -20,12 +20,14 @@ from bridge.backoff import Backoff
 from bridge.command_runner import CommandRunner
 from bridge.config import BridgeConfig, NvrConfig
 from bridge.homeassistant import cameras_from_info
+from bridge.limits import InputLimits
 from bridge.mqtt import MqttLink
-from bridge.normalize import Normalizer, Publication, Topics, format_timestamp, redact_passwords
+from bridge.normalize import Normalizer, Publication, Topics, format_timestamp
 from bridge.nvr.client import NvrClient, NvrError, NvrHttpError
 from bridge.nvr.models import STREAM_NAMES, StreamName
 from bridge.nvr.streams import StreamListener
 from bridge.observability import Metrics
+from bridge.redaction import NO_SECRETS, Redactor
 
 log = structlog.get_logger("bridge.nvr")
 
@@ -46,8 +48,12 @@ class NvrSupervisor:
         metrics: Metrics,
         login_gate: asyncio.Semaphore,
         on_info: Callable[[Topics, dict[str, Any]], None] | None = None,
+        redactor: Redactor = NO_SECRETS,
+        limits: InputLimits | None = None,
     ) -> None:
+        limits = limits or InputLimits()
         self.config = nvr
+        self._redactor = redactor
         self._on_info = on_info
         self.id = nvr.id
         self.topics = Topics(config.base_topic, nvr.id)
@@ -63,8 +69,11 @@ class NvrSupervisor:
             ping_interval=config.ws_ping_interval,
             ping_timeout=config.ws_ping_timeout,
             on_login=self._login_seen.set,
+            limits=limits,
         )
-        self.normalizer = Normalizer(self.topics)
+        self.normalizer = Normalizer(
+            self.topics, redactor=redactor, max_depth=limits.json_max_depth
+        )
         self.listeners = [
             StreamListener(
                 stream,
@@ -87,6 +96,13 @@ class NvrSupervisor:
             max_age=config.command_max_age,
             max_inflight=nvr.max_inflight_commands,
             timeout=config.command_timeout,
+            redactor=redactor,
+            limits=limits,
+            reserved_prefixes=(f"{config.ha_prefix}/",),
+            response_topic_prefix=config.response_topic_prefix,
+            allowed_by="BRIDGE_COMMANDS"
+            if nvr.commands is None
+            else f"the 'commands' list of NVR {nvr.id!r} in the configuration file",
         )
         self._up: set[StreamName] = set()
         self._online: bool | None = None
@@ -118,8 +134,19 @@ class NvrSupervisor:
                 group.create_task(self._publish_info(), name=f"info[{self.id}]")
         finally:
             self._up.clear()
+            self._stream_up.clear()
             self._set_online(online=False)
             await self.client.close()
+
+    def not_ready(self) -> str | None:
+        """Why this NVR is not online (None when it is), naming a refused login."""
+        if self.online:
+            return None
+        down = ", ".join(self.streams_down())
+        problem = self.client.login_problem
+        if problem:
+            return f"nvr {self.id} offline: {problem} (streams down: {down})"
+        return f"nvr {self.id} offline (streams down: {down})"
 
     def _stream_state(self, stream: StreamName, connected: bool) -> None:
         if connected:
@@ -127,6 +154,8 @@ class NvrSupervisor:
             self._stream_up.set()
         else:
             self._up.discard(stream)
+            if not self._up:
+                self._stream_up.clear()
         self._set_online(online=len(self._up) == len(STREAM_NAMES))
 
     def _set_online(self, *, online: bool) -> None:
@@ -175,4 +204,4 @@ class NvrSupervisor:
                 "nvr info unexpected", nvr=self.id, endpoint=path, got=type(answer.body).__name__
             )
             return None
-        return redact_passwords(answer.body)
+        return self._redactor.value(answer.body)

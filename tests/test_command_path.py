@@ -40,8 +40,8 @@ COMMAND_CASES: list[tuple[str, dict[str, Any], tuple[str, str, dict[str, str], A
     ),
     (
         "set_pin",
-        {"pin": 2, "value": 1},
-        ("POST", "/dio/pinManualSetting", {}, {"pinID": 2, "pinValue": 1}),
+        {"pin": 6, "value": 1},
+        ("POST", "/dio/pinManualSetting", {}, {"pinID": 6, "pinValue": 1}),
     ),
     (
         "ptz",
@@ -204,8 +204,9 @@ async def test_mqtt5_response_topic_gets_the_reply_with_correlation_data(
     """An MQTT 5 request with a Response Topic gets its reply there, with its Correlation Data."""
     if not broker.speaks_v5:
         pytest.skip("the embedded broker speaks MQTT 3.1.1 only")
-    reply_topic = f"{base_topic}/replies/me"
+    reply_topic = f"replies-{base_topic}/me"
     async with watch(broker, f"{base_topic}/#", v5=True) as w:
+        await w.client.subscribe(reply_topic, qos=1)
         running = await start_bridge(make_config(broker, base_topic, [nvr_config(sim)]))
         await running.wait_online()
         properties = Properties(PacketTypes.PUBLISH)
@@ -341,12 +342,12 @@ async def test_convenience_topics_map_to_commands(broker, base_topic, sim, start
     async with watch(broker, f"{base_topic}/nvr1/response/#") as w:
         running = await start_bridge(make_config(broker, base_topic, [nvr_config(sim)]))
         await running.wait_online()
-        await w.publish(f"{base_topic}/nvr1/pin/3/set", b"ON", qos=1)
+        await w.publish(f"{base_topic}/nvr1/pin/7/set", b"ON", qos=1)
         await w.publish(f"{base_topic}/nvr1/channel/2/alarm/set", b"start", qos=1)
         await w.publish(f"{base_topic}/nvr1/channel/4/record/set", b"OFF", qos=1)
         await w.publish(f"{base_topic}/nvr1/pin/1/set", b"maybe", qos=1)
         await w.wait_for(lambda: len(w.messages) >= 4, what="4 responses")
-    assert rest_calls(sim, "/dio/pinManualSetting")[0].body == {"pinID": 3, "pinValue": 1}
+    assert rest_calls(sim, "/dio/pinManualSetting")[0].body == {"pinID": 7, "pinValue": 1}
     assert rest_calls(sim, "/record/manualAlarm")[0].body == {"channel": 2, "command": "start"}
     assert rest_calls(sim, "/record/manualRecord")[0].body == {"channel": 4, "command": "stop"}
     errors = [m.json() for m in w.messages if m.json()["status"] == "error"]

@@ -22,6 +22,7 @@ from bridge.config import (
     masked,
     secrets_of,
 )
+from tests.certs import make_pki
 
 NVR_URL = "http://192.168.1.10:80"
 
@@ -85,8 +86,9 @@ def test_env_only_single_nvr_with_defaults() -> None:
     assert config.commands == COMMAND_NAMES
 
 
-def test_env_only_all_nvr_and_mqtt_settings() -> None:
+def test_env_only_all_nvr_and_mqtt_settings(tmp_path: Path) -> None:
     """Every flat BRIDGE_* variable lands on its nested setting, typed."""
+    ca_file = str(make_pki(tmp_path).ca.cert)
     config = load_config(
         None,
         {
@@ -95,7 +97,7 @@ def test_env_only_all_nvr_and_mqtt_settings() -> None:
             "BRIDGE_NVR_USERNAME": "admin",
             "BRIDGE_NVR_PASSWORD": "nvr-secret",
             "BRIDGE_NVR_VERIFY_TLS": "false",
-            "BRIDGE_NVR_CA_FILE": "/ca.pem",
+            "BRIDGE_NVR_CA_FILE": ca_file,
             "BRIDGE_MQTT_URL": "mqtts://broker.example",
             "BRIDGE_MQTT_USERNAME": "bridge",
             "BRIDGE_MQTT_PASSWORD": "mqtt-secret",
@@ -120,7 +122,7 @@ def test_env_only_all_nvr_and_mqtt_settings() -> None:
     assert nvr.password is not None
     assert nvr.password.get_secret_value() == "nvr-secret"
     assert nvr.verify_tls is False
-    assert nvr.ca_file == "/ca.pem"
+    assert nvr.ca_file == ca_file
     mqtt = config.mqtt
     assert mqtt.is_tls
     assert mqtt.port == 8883

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bridge.limits import topic_problem
 from bridge.normalize import (
     MAX_FRAME_BYTES,
     FrameRejected,
@@ -27,12 +28,12 @@ from bridge.normalize import (
     format_timestamp,
     parse_frame,
     process_frame,
-    redact_passwords,
     sanitize_level,
     validate_item,
 )
 from bridge.nvr.auth import LoginChallenge, digest_response, login_body
 from bridge.nvr.models import STREAM_NAMES, EventHookMessage, StreamName
+from bridge.redaction import redact_value
 
 BASE = "everfocus"
 NVR = "nvr1"
@@ -355,12 +356,12 @@ def test_message_content_list_at_top_level_is_redacted(normalizer: Normalizer) -
     assert payload(only)["content"] == [{"Password": "***"}, {"id": 1}, "plain"]
 
 
-def test_redact_passwords_leaves_other_values_alone() -> None:
+def test_redact_value_leaves_other_values_alone() -> None:
     """Scalars, strings mentioning password, and non-password keys are unchanged."""
-    assert redact_passwords("password") == "password"
-    assert redact_passwords(5) == 5
-    assert redact_passwords(None) is None
-    assert redact_passwords({"user": "password"}) == {"user": "password"}
+    assert redact_value("password") == "password"
+    assert redact_value(5) == 5
+    assert redact_value(None) is None
+    assert redact_value({"user": "password"}) == {"user": "password"}
 
 
 # -- timestamp and sanitizing ----------------------------------------------------------
@@ -636,6 +637,7 @@ def assert_safe_topic(topic: str, levels: int) -> None:
     assert "#" not in topic
     assert "\x00" not in topic
     assert len(topic.encode("utf-8")) <= 65535
+    assert topic_problem(topic) is None
 
 
 @settings(max_examples=150, deadline=None)
@@ -655,7 +657,7 @@ def test_sanitize_level_is_never_empty_and_has_no_separator(text: str) -> None:
 @settings(max_examples=150, deadline=None)
 @given(
     text=nvr_text,
-    channel=st.none() | st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    channel=st.none() | st.integers(min_value=1, max_value=2**31 - 1),
     state=st.sampled_from(["active", "inactive", "once"]),
 )
 def test_any_event_type_gives_a_safe_topic(text: str, channel: int | None, state: str) -> None:
@@ -671,7 +673,7 @@ def test_any_event_type_gives_a_safe_topic(text: str, channel: int | None, state
 
 
 @settings(max_examples=150, deadline=None)
-@given(text=nvr_text, channel=st.none() | st.integers(min_value=0, max_value=2**31))
+@given(text=nvr_text, channel=st.none() | st.integers(min_value=1, max_value=2**31 - 1))
 def test_any_meta_type_gives_a_safe_topic(text: str, channel: int | None) -> None:
     """Any meta Type gives a 6-level topic without wildcards or NUL."""
     outcome = process_frame(

@@ -7,17 +7,27 @@ as one prepared header: aiohttp's general cookie jar re-filters and re-serialize
 every request, about a tenth of a command's CPU. The client logs in once; a 401 anywhere means
 "log in again, then retry once", and concurrent 401s cause a single new login.
 
+Everything the NVR sends is bounded (CONTRACT section 9): an answer larger than
+``nvr_max_answer_bytes`` is refused without being read whole, JSON deeper than the depth
+limit is refused, and redirects are followed only within the NVR's own origin (scheme,
+host and port), a few hops at most, so the session cookie and the login digest never
+leave it. A 401 right after a fresh login counts as a failed login and backs off like
+one; at most one login is in flight.
+
 Errors::
 
     NvrError                 base of everything below; ``reason`` is a readable sentence
      +-- LoginError          a login did not succeed (the streams wait and retry)
-     |    +-- LoginRefused       the NVR rejected the credentials
+     |    +-- LoginRefused       the NVR rejected the credentials (or the session)
      |    +-- CredentialsRequired the NVR wants a login and no username is configured
      |    +-- LoginUnavailable   the NVR could not be reached or failed (transient)
      +-- NvrUnavailable      the request never reached the NVR (connection refused...)
      +-- NvrTimeout          no answer in time; the call may have reached the NVR
      +-- NvrHttpError        a non-2xx answer (``status``)
      +-- NvrRejected         a 2xx answer of ``{"Result": "Error", ...}``
+     +-- NvrBadAnswer        an answer too large or too deep to accept
+     +-- NvrRedirected       a redirect not followed (another origin, too many hops)
+     +-- HandshakeFailed     a websocket handshake that failed for another reason
 """
 
 from __future__ import annotations
@@ -30,18 +40,19 @@ from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from http.cookies import BaseCookie, Morsel
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import orjson
 import structlog
-import websockets
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import InvalidStatus
+from websockets.asyncio.client import connect as websocket_connect
+from websockets.exceptions import InvalidStatus, WebSocketException
 from yarl import URL
 
 from bridge.backoff import Backoff
 from bridge.config import NvrConfig
+from bridge.limits import InputLimits, json_depth_exceeds
 from bridge.nvr.auth import LOGIN_PATH, LoginChallenge, login_body
 from bridge.observability import Metrics
 
@@ -49,9 +60,18 @@ log = structlog.get_logger("bridge.nvr")
 
 REQUEST_TIMEOUT = 10.0
 # The library closes the connection above this; the contract's own 1 MiB limit is
-# enforced per frame in normalize.parse_frame, so a bigger frame is skipped, not fatal.
-WS_MAX_FRAME = 16 * 1024 * 1024
+# enforced per frame in normalize.parse_frame, so a frame up to this size is skipped,
+# a larger one ends the connection (and the stream reconnects).
+WS_MAX_FRAME = 2 * 1024 * 1024
+# Frames the library buffers before the reader takes them: with the size above, what one
+# stream can hold in memory at most.
+WS_MAX_QUEUE = 8
 CONNECT_RETRY_DELAY = 0.25
+# Redirects followed within the NVR's origin, at most.
+MAX_REDIRECTS = 3
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# A login answer is a few hundred bytes; more is not a login answer.
+MAX_LOGIN_ANSWER = 64 * 1024
 
 
 class NvrError(Exception):
@@ -103,6 +123,22 @@ class NvrRejected(NvrError):
         self.body = body
 
 
+class NvrBadAnswer(NvrError):
+    """An answer the bridge does not accept: larger or deeper than the limits."""
+
+
+class NvrRedirected(NvrError):
+    """A redirect that was not followed; ``location`` is where it pointed."""
+
+    def __init__(self, reason: str, location: str) -> None:
+        super().__init__(reason)
+        self.location = location
+
+
+class HandshakeFailed(NvrError):
+    """A websocket handshake failed (bad answer, invalid URI, protocol error)."""
+
+
 class NvrAnswer(NamedTuple):
     """A successful REST answer: status and the parsed JSON (or text) body."""
 
@@ -121,13 +157,17 @@ def ssl_context_for(config: NvrConfig) -> ssl.SSLContext | None:
     return context
 
 
-def _parse_body(raw: bytes) -> Any:
+def parse_answer(raw: bytes, max_depth: int) -> Any:
+    """A REST answer's body: its JSON, or its text when it is not JSON; bounded in depth."""
     if not raw:
         return None
     try:
-        return orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return raw.decode("utf-8", "replace")
+    if json_depth_exceeds(body, max_depth):
+        raise NvrBadAnswer(f"answer too deep: the NVR's JSON nests more than {max_depth} levels")
+    return body
 
 
 def _is_error_result(body: Any) -> bool:
@@ -138,10 +178,40 @@ def _description(body: Any) -> str:
     if isinstance(body, dict):
         text = body.get("Description") or body.get("description") or body.get("error")
         if text:
-            return str(text)
+            return str(text)[:200]
     if isinstance(body, str) and body.strip():
         return body.strip()[:200]
     return "no description"
+
+
+async def read_bounded(response: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
+    """The whole body of ``response``, refused (never read whole) beyond ``limit`` bytes."""
+    length = response.content_length
+    if length is not None and length > limit:
+        raise NvrBadAnswer(_too_large(what, limit, f"{length} bytes announced"))
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise NvrBadAnswer(_too_large(what, limit, f"more than {limit} bytes sent"))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(what: str, limit: int, seen: str) -> str:
+    return (
+        f"answer too large: the NVR's answer to {what} exceeds {limit} bytes ({seen}); "
+        "it was not read (BRIDGE_NVR_MAX_ANSWER_BYTES)"
+    )
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of a URL, the port made explicit; ValueError when invalid."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or {"http": 80, "ws": 80, "https": 443, "wss": 443}.get(scheme)
+    return scheme, (parts.hostname or "").lower(), port
 
 
 class SessionCookies:
@@ -149,9 +219,10 @@ class SessionCookies:
 
     Every cookie the NVR sets is sent back to it, whatever its domain or path (NVRs are
     addressed by IP and serve one application); one whose ``Max-Age`` or ``Expires`` lies
-    in the past is removed, as a browser would.
+    in the past is removed, as a browser would. At most ``MAX_COOKIES`` are kept.
     """
 
+    MAX_COOKIES = 32
     __slots__ = ("_values", "header")
 
     def __init__(self) -> None:
@@ -163,7 +234,7 @@ class SessionCookies:
         for name, morsel in cookies.items():
             if _expired(morsel):
                 self._values.pop(name, None)
-            else:
+            elif name in self._values or len(self._values) < self.MAX_COOKIES:
                 self._values[name] = morsel.value
         value = "; ".join(f"{name}={value}" for name, value in self._values.items())
         self.header = {"Cookie": value} if value else {}
@@ -176,9 +247,53 @@ def _expired(morsel: Morsel[str]) -> bool:
             return int(max_age) <= 0
     expires = morsel["expires"]
     if expires:
-        with contextlib.suppress(TypeError, ValueError):
+        with contextlib.suppress(TypeError, ValueError, OverflowError):
             return parsedate_to_datetime(expires).timestamp() <= time.time()
     return False
+
+
+class _SameOriginConnect(websocket_connect):
+    """websockets' ``connect``, following redirects only within the NVR's origin.
+
+    The library follows any redirect (another host gets the session cookie); this one
+    follows at most ``MAX_REDIRECTS`` to the same scheme, host and port and refuses the
+    rest with an ``NvrRedirected`` naming the Location.
+    """
+
+    def __init__(self, uri: str, **kwargs: Any) -> None:
+        super().__init__(uri, **kwargs)
+        self._first_uri = uri
+        self._hops = 0
+
+    def process_redirect(self, exc: Exception) -> Exception | str:
+        """The URI to follow, or the exception to raise (websockets calls this)."""
+        if not (
+            isinstance(exc, InvalidStatus)
+            and exc.response.status_code in REDIRECT_STATUSES | {300}
+            and "Location" in exc.response.headers
+        ):
+            return exc
+        location = exc.response.headers["Location"][:500]
+        try:
+            target = urljoin(self.uri, location)
+            same = _origin(target) == _origin(self._first_uri)
+        except ValueError:
+            return NvrRedirected(
+                f"the NVR redirected the websocket to an invalid Location {location!r}",
+                location,
+            )
+        if not same:
+            return NvrRedirected(
+                f"the NVR redirected the websocket to another origin ({location}); "
+                "not followed, so the session cookie stays with the NVR",
+                location,
+            )
+        self._hops += 1
+        if self._hops > MAX_REDIRECTS:
+            return NvrRedirected(
+                f"the NVR redirected the websocket more than {MAX_REDIRECTS} times", location
+            )
+        return target
 
 
 class NvrClient:
@@ -194,6 +309,7 @@ class NvrClient:
         ping_interval: float = 20.0,
         ping_timeout: float = 20.0,
         on_login: Callable[[], None] | None = None,
+        limits: InputLimits | None = None,
     ) -> None:
         self.config = config
         self.nvr = config.id
@@ -203,8 +319,10 @@ class NvrClient:
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._on_login = on_login
+        self.limits = limits or InputLimits()
         self._ssl = ssl_context_for(config)
         self._base = URL(config.url)
+        self._origin = _origin(config.url)
         parts = urlsplit(config.url)
         ws_scheme = "wss" if parts.scheme == "https" else "ws"
         self._ws_base = f"{ws_scheme}://{parts.netloc}"
@@ -214,6 +332,10 @@ class NvrClient:
         self._logged_in = False
         self._generation = 0
         self._retry_at = 0.0
+        self._working_generation = -1  # the last session a request succeeded on
+        self._refused_generation = -1
+        self._last_failure: str | None = None
+        self.login_problem: str | None = None
 
     # --- session lifecycle ---------------------------------------------------------------
 
@@ -227,6 +349,7 @@ class NvrClient:
                 timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
                 connector=aiohttp.TCPConnector(ssl=self._ssl or True, limit=32),
                 headers={"User-Agent": "nvr-bridge"},
+                # Headers and lines are bounded by aiohttp (8 KiB); bodies by read_bounded.
             )
         return self._session
 
@@ -259,11 +382,8 @@ class NvrClient:
             try:
                 await self._login()
             except LoginError as exc:
-                delay = self._login_backoff.next_delay()
-                self._retry_at = time.monotonic() + delay
-                self._log_login_failure(exc, delay)
+                self._login_failed(exc)
                 raise
-            self._login_backoff.reset()
             self._retry_at = 0.0
             self._logged_in = True
             self._generation += 1
@@ -276,16 +396,46 @@ class NvrClient:
         if generation == self._generation:
             self._logged_in = False
 
-    def _log_login_failure(self, exc: LoginError, delay: float) -> None:
+    def _session_refused(self, generation: int, what: str) -> LoginRefused | None:
+        """A 401 on ``what``: a failed login when no request ever worked on this session.
+
+        A session that served requests and then got a 401 has expired: log in again at
+        once (returns None). One that never served any (an NVR accepting the login and
+        refusing everything after it) is a failed login: returns the error to raise,
+        and the login backoff applies to the next attempt (counted once per session).
+        """
+        if self.config.username is None:
+            return None
+        if generation != self._generation or generation == self._working_generation:
+            return None
+        error = LoginRefused(
+            f"the NVR accepted the login but answered 401 to {what} on the new session; "
+            "backing off as after a refused login"
+        )
+        self.invalidate(generation)
+        if self._refused_generation != generation:
+            self._refused_generation = generation
+            self._login_failed(error)
+        return error
+
+    def _login_failed(self, exc: LoginError) -> None:
+        delay = self._login_backoff.next_delay()
+        self._retry_at = time.monotonic() + delay
+        self.login_problem = exc.reason
         fields = {"url": self.config.url, "reason": exc.reason, "retry_in": round(delay, 2)}
         if "CERTIFICATE" in exc.reason.upper() or "SSL" in exc.reason.upper():
             fields["hint"] = "check BRIDGE_NVR_CA_FILE (or BRIDGE_NVR_VERIFY_TLS) for this NVR"
-        if isinstance(exc, LoginRefused | CredentialsRequired):
-            self._metrics.logins.labels(self.nvr, "refused").inc()
-            log.error("login refused", username=self.config.username, **fields)
+        refused = isinstance(exc, LoginRefused | CredentialsRequired)
+        self._metrics.logins.labels(self.nvr, "refused" if refused else "failed").inc()
+        # One line per distinct failure until a login succeeds; the retries are debug.
+        repeated = exc.reason == self._last_failure
+        self._last_failure = exc.reason
+        if refused:
+            report = log.debug if repeated else log.error
+            report("login refused", username=self.config.username, **fields)
         else:
-            self._metrics.logins.labels(self.nvr, "failed").inc()
-            log.warning("login failed", **fields)
+            report = log.debug if repeated else log.warning
+            report("login failed", **fields)
 
     async def _login(self) -> None:
         username = self.config.username
@@ -305,25 +455,92 @@ class NvrClient:
             raise LoginRefused(f"the NVR refused the login: {_description(answer)}")
         if answer.get("option") == "needToChangePasswd":
             log.warning("nvr asks to change the password", url=self.config.url)
+        self._login_backoff.reset()
         self._metrics.logins.labels(self.nvr, "ok").inc()
-        log.info("logged in", url=self.config.url, username=username)
+        if self._last_failure is not None:
+            log.info("logged in again", url=self.config.url, username=username)
+        else:
+            log.info("logged in", url=self.config.url, username=username)
+        self._last_failure = None
+        self.login_problem = None
 
     async def _login_request(self, method: str, body: Any) -> Any:
         try:
-            async with self.session.request(
-                method, LOGIN_PATH, json=body, headers=self.cookies.header
-            ) as response:
-                raw = await response.read()
-                self.cookies.update(response.cookies)
+            status, raw = await self._exchange(
+                method, LOGIN_PATH, None, body, timeout=REQUEST_TIMEOUT, limit=MAX_LOGIN_ANSWER
+            )
         except TimeoutError:
             raise LoginUnavailable("login timed out") from None
         except aiohttp.ClientError as exc:
             raise LoginUnavailable(f"cannot reach the NVR: {_client_error(exc)}") from None
-        if response.status == 401:
+        except NvrError as exc:
+            raise LoginUnavailable(exc.reason) from None
+        if status == 401:
             raise LoginRefused("the NVR answered 401 to the login")
-        if response.status >= 400:
-            raise LoginUnavailable(f"login answered HTTP {response.status}")
-        return _parse_body(raw)
+        if status >= 400:
+            raise LoginUnavailable(f"login answered HTTP {status}")
+        try:
+            return parse_answer(raw, self.limits.json_max_depth)
+        except NvrBadAnswer as exc:
+            raise LoginUnavailable(exc.reason) from None
+
+    # --- HTTP --------------------------------------------------------------------------------
+
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str] | None,
+        body: Any,
+        *,
+        timeout: float,
+        limit: int,
+    ) -> tuple[int, bytes]:
+        """One request and its bounded body, following same-origin redirects only.
+
+        aiohttp's own redirect handling is off: it would follow another origin, taking
+        the session cookie along. 303 (and 301/302 of a POST) continue as a GET.
+        """
+        target: str | URL = path
+        for _hop in range(MAX_REDIRECTS + 1):
+            async with self.session.request(
+                method,
+                target,
+                params=params,
+                json=body,
+                headers=self.cookies.header,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+                allow_redirects=False,
+            ) as response:
+                if response.cookies:
+                    self.cookies.update(response.cookies)
+                if response.status not in REDIRECT_STATUSES:
+                    return response.status, await read_bounded(response, limit, path)
+                location = response.headers.get("Location", "")[:500]
+            target = self._redirect_target(path, location)
+            params = None
+            if response.status == 303 or (response.status in (301, 302) and method == "POST"):
+                method, body = "GET", None
+        raise NvrRedirected(f"the NVR redirected {path} more than {MAX_REDIRECTS} times", path)
+
+    def _redirect_target(self, path: str, location: str) -> URL:
+        """The same-origin URL a redirect points to; NvrRedirected for any other."""
+        if not location:
+            raise NvrRedirected(f"the NVR redirected {path} without a Location", location)
+        try:
+            resolved = urljoin(str(self._base.join(URL(path))), location)
+            same = _origin(resolved) == self._origin
+        except ValueError:
+            raise NvrRedirected(
+                f"the NVR redirected {path} to an invalid Location {location!r}", location
+            ) from None
+        if not same:
+            raise NvrRedirected(
+                f"the NVR redirected {path} to another origin ({location}); not followed, "
+                "so the session cookie and the login stay with the NVR",
+                location,
+            )
+        return URL(URL(resolved).raw_path_qs, encoded=True)
 
     # --- REST ------------------------------------------------------------------------------
 
@@ -335,22 +552,35 @@ class NvrClient:
         params: dict[str, str] | None = None,
         body: Any = None,
         timeout: float = REQUEST_TIMEOUT,
+        max_bytes: int | None = None,
+        raw: bool = False,
     ) -> NvrAnswer:
         """One REST call: logs in first, re-logs in and retries once on 401.
 
         A request that failed to connect is retried once (it never reached the NVR); a
-        timeout is not (it may have).
+        timeout is not (it may have). ``max_bytes`` bounds the answer (default: the
+        configured answer limit); ``raw`` returns the body as bytes, unparsed.
         """
         generation = await self.ensure_login()
-        answer = await self._send(method, path, params, body, timeout)
+        answer = await self._send(
+            method, path, params, body, timeout=timeout, max_bytes=max_bytes, raw=raw
+        )
         if answer.status == 401:
             if self.config.username is None:
                 raise CredentialsRequired(_CREDENTIALS_HINT)
+            refused = self._session_refused(generation, path)
+            if refused is not None:
+                raise refused
             self.invalidate(generation)
-            await self.ensure_login()
-            answer = await self._send(method, path, params, body, timeout)
-        if answer.status == 401:
-            raise NvrHttpError("the NVR answered 401 even after a fresh login", 401)
+            generation = await self.ensure_login()
+            answer = await self._send(
+                method, path, params, body, timeout=timeout, max_bytes=max_bytes, raw=raw
+            )
+            if answer.status == 401:
+                raise self._session_refused(generation, path) or NvrHttpError(
+                    "the NVR answered 401 even after a fresh login", 401
+                )
+        self._working_generation = generation
         if not 200 <= answer.status < 300:
             raise NvrHttpError(
                 f"the NVR answered HTTP {answer.status}: {_description(answer.body)}",
@@ -367,24 +597,19 @@ class NvrClient:
         path: str,
         params: dict[str, str] | None,
         body: Any,
+        *,
         timeout: float,
+        max_bytes: int | None,
+        raw: bool,
     ) -> NvrAnswer:
         histogram = self._metrics.child(self._metrics.request_seconds, self.nvr, path)
+        limit = max_bytes if max_bytes is not None else self.limits.nvr_max_answer_bytes
         for attempt in (1, 2):
             started = time.perf_counter()
             try:
-                async with self.session.request(
-                    method,
-                    path,
-                    params=params,
-                    json=body,
-                    headers=self.cookies.header,
-                    timeout=aiohttp.ClientTimeout(total=timeout),
-                ) as response:
-                    raw = await response.read()
-                    status = response.status
-                    if response.cookies:
-                        self.cookies.update(response.cookies)
+                status, data = await self._exchange(
+                    method, path, params, body, timeout=timeout, limit=limit
+                )
             except aiohttp.ClientConnectorError as exc:
                 if attempt == 1:
                     await asyncio.sleep(CONNECT_RETRY_DELAY)
@@ -396,23 +621,30 @@ class NvrClient:
             except aiohttp.ClientError as exc:
                 raise NvrUnavailable(f"request failed: {_client_error(exc)}") from None
             histogram.observe(time.perf_counter() - started)
-            return NvrAnswer(status, _parse_body(raw))
+            if raw and 200 <= status < 300:
+                return NvrAnswer(status, data)
+            return NvrAnswer(status, parse_answer(data, self.limits.json_max_depth))
         raise AssertionError("unreachable")  # pragma: no cover
 
     # --- websockets ------------------------------------------------------------------------
 
     async def open_websocket(self, path: str) -> ClientConnection:
-        """Open a stream's websocket with the session cookie; re-login once on a 401."""
+        """Open a stream's websocket with the session cookie; re-login once on a 401.
+
+        Every failure comes out as an ``NvrError`` (``LoginError`` for the login,
+        ``NvrRedirected``, ``HandshakeFailed``) or ``OSError``/``TimeoutError``.
+        """
         for attempt in (1, 2):
             generation = await self.ensure_login()
             try:
-                return await websockets.connect(
+                connection = await _SameOriginConnect(
                     self._ws_base + path,
                     additional_headers=self.cookies.header,
                     ssl=self._ssl,
                     ping_interval=self._ping_interval,
                     ping_timeout=self._ping_timeout,
                     max_size=WS_MAX_FRAME,
+                    max_queue=WS_MAX_QUEUE,
                     open_timeout=REQUEST_TIMEOUT,
                     close_timeout=2,
                     proxy=None,
@@ -420,11 +652,25 @@ class NvrClient:
                     compression=None,
                 )
             except InvalidStatus as exc:
-                if exc.response.status_code != 401 or attempt == 2:
-                    raise
+                status = exc.response.status_code
+                if status != 401:
+                    raise HandshakeFailed(f"handshake answered HTTP {status}") from None
                 if self.config.username is None:
                     raise CredentialsRequired(_CREDENTIALS_HINT) from None
+                refused = self._session_refused(generation, f"the {path} handshake")
+                if refused is not None:
+                    raise refused from None
+                if attempt == 2:
+                    raise HandshakeFailed("handshake answered HTTP 401 after a new login") from None
                 self.invalidate(generation)
+            except WebSocketException as exc:
+                raise HandshakeFailed(f"handshake failed: {_short(exc)}") from None
+            except ValueError as exc:
+                # An invalid URI or port the library could not use.
+                raise HandshakeFailed(f"handshake failed: {_short(exc)}") from None
+            else:
+                self._working_generation = generation
+                return connection
         raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -434,7 +680,12 @@ _CREDENTIALS_HINT = (
 )
 
 
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 def _client_error(exc: aiohttp.ClientError) -> str:
     if isinstance(exc, aiohttp.ClientConnectorError):
         return str(exc.os_error) or type(exc).__name__
-    return str(exc) or type(exc).__name__
+    return _short(exc)

@@ -7,14 +7,18 @@ value of the wrong kind makes the item invalid.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr
+
+from bridge.limits import INT32_MAX
 
 StreamName = Literal["event", "meta", "exception", "status", "message"]
 STREAM_NAMES: tuple[StreamName, ...] = ("event", "meta", "exception", "status", "message")
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_CANONICAL_NUMBER = re.compile(r"[1-9][0-9]{0,9}")
 
 
 def _not_a_bool(value: Any) -> Any:
@@ -23,10 +27,24 @@ def _not_a_bool(value: Any) -> Any:
     return value
 
 
+def _channel_number(value: Any) -> Any:
+    """A channel as the NVR sends it: a JSON integer, or its canonical decimal text.
+
+    ``"01"``, ``1.0`` and ``true`` are refused: each would alias channel 1's topics.
+    """
+    if type(value) is int:
+        return value
+    if type(value) is str and _CANONICAL_NUMBER.fullmatch(value):
+        return int(value)
+    raise ValueError(f"must be a channel number, an integer 1..{INT32_MAX}")
+
+
 # A number as the NVR sends it: an integer (JSON 1 or "1" is tolerated), never a boolean,
 # and within 64 bits (what JSON encoders and MQTT consumers can carry).
 NvrInt = Annotated[int, BeforeValidator(_not_a_bool), Field(ge=INT64_MIN, le=INT64_MAX)]
-Channel = NvrInt | None
+# A channel number: 1..INT32_MAX (CONTRACT section 9); -1 or 0 never become topic levels.
+ChannelNumber = Annotated[int, BeforeValidator(_channel_number), Field(ge=1, le=INT32_MAX)]
+Channel = ChannelNumber | None
 
 
 class NvrMessage(BaseModel):
@@ -62,7 +80,7 @@ class ExceptionMessage(NvrMessage):
 class CameraStatusMessage(NvrMessage):
     """One channel's status from ``/device/cameraStatus`` (section 2.8), sent every second."""
 
-    channel: NvrInt = Field(alias="ChannelID")
+    channel: ChannelNumber = Field(alias="ChannelID")
     online: StrictBool = Field(alias="Online")
     recording: StrictBool = Field(alias="Recording")
     event: StrictBool = Field(alias="Event")

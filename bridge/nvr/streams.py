@@ -4,7 +4,9 @@ Each listener connects (with the NVR client's session cookie), reads frames, han
 to the pure ``process_frame`` and queues the publications; when the socket closes or
 fails, it reconnects with jittered exponential backoff, forever. The websocket library
 pings every 20 s and closes a connection whose pong is 20 s late, so a silent NVR is
-detected. A bad frame is counted, logged and skipped; it never ends the stream.
+detected. A bad frame is counted, logged and skipped; it never ends the stream. A frame
+holding thousands of items is handled a slice at a time, yielding to the event loop
+between slices, so one NVR's flood never stalls the others.
 """
 
 from __future__ import annotations
@@ -14,11 +16,19 @@ import time
 from collections.abc import Callable
 
 import structlog
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
 from bridge.backoff import Backoff
 from bridge.mqtt import MqttLink
-from bridge.normalize import Normalizer, format_timestamp, process_frame, truncate_for_log
+from bridge.normalize import (
+    FrameOutcome,
+    FrameRejected,
+    Normalizer,
+    format_timestamp,
+    parse_frame,
+    process_items,
+    truncate_for_log,
+)
 from bridge.nvr.client import CredentialsRequired, LoginError, NvrClient, NvrError
 from bridge.nvr.models import (
     STREAM_LABELS,
@@ -28,6 +38,7 @@ from bridge.nvr.models import (
     StreamName,
 )
 from bridge.observability import Metrics
+from bridge.redaction import redact_json_text
 from bridge.replay import OVERLAP, GapMemory, events_from_search, metas_from_search
 
 log = structlog.get_logger("bridge.stream")
@@ -39,6 +50,8 @@ STABLE_SECONDS = 10.0
 REPLAY_TIMEOUT = 5.0
 # The NVR's history searches (guide 4.5, 4.6) of the streams that have one.
 HISTORY_SEARCH: dict[str, str] = {"event": "/record/eventSearch", "meta": "/record/metaSearch"}
+# Items of one frame handled per loop turn (a 1 MiB frame may hold 300,000 small ones).
+ITEM_SLICE = 500
 
 
 class StreamListener:
@@ -99,7 +112,7 @@ class StreamListener:
                 while True:
                     # Raw bytes: orjson parses UTF-8 itself, so text is never decoded twice.
                     frame = await websocket.recv(decode=False)
-                    self._handle(frame)
+                    await self._handle(frame)
                     await self._link.wait_for_room()
         except ConnectionClosed as exc:
             close = exc.rcvd or exc.sent
@@ -109,9 +122,9 @@ class StreamListener:
             log.error("stream needs credentials", reason=reason)
         except LoginError:
             reason = "login failed"  # the client logged the one clear line about it
-        except InvalidStatus as exc:
-            reason = f"handshake answered HTTP {exc.response.status_code}"
-        except (InvalidHandshake, OSError, TimeoutError) as exc:
+        except NvrError as exc:
+            reason = exc.reason
+        except (OSError, TimeoutError) as exc:
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         finally:
             if connected_at is not None:
@@ -146,21 +159,49 @@ class StreamListener:
         self._counters.connected.set(0)
         self._on_state(self.stream, False)
 
-    def _handle(self, frame: str | bytes) -> None:
+    async def _handle(self, frame: str | bytes) -> None:
         """Publish what one frame holds; count and log what it holds that is invalid."""
-        outcome = process_frame(self._normalizer, self.stream, frame, format_timestamp(time.time()))
+        timestamp = format_timestamp(time.time())
         counters = self._counters
-        if outcome.received:
-            counters.received.inc(outcome.received)
-        if outcome.rejections:
-            counters.invalid.inc(len(outcome.rejections))
+        outcome = FrameOutcome()
+        try:
+            items = parse_frame(frame)
+        except FrameRejected as exc:
+            items = []
+            outcome.received = 1
+            outcome.reject(exc.reason)
+        else:
+            outcome.received = len(items)
+        counters.received.inc(outcome.received)
+        for start in range(0, len(items), ITEM_SLICE):
+            if start:
+                # A long frame: let the other NVRs and the broker link run in between.
+                await asyncio.sleep(0)
+                await self._link.wait_for_room()
+            outcome.publications.clear()
+            outcome.messages.clear()
+            process_items(
+                self._normalizer,
+                self.stream,
+                items[start : start + ITEM_SLICE],
+                timestamp,
+                outcome,
+                first_index=start,
+                total=len(items),
+            )
+            self._publish(outcome)
+        if outcome.rejected:
+            counters.invalid.inc(outcome.rejected)
             log.warning(
                 "frame rejected",
-                reasons=outcome.rejections[:10],
-                rejected=len(outcome.rejections),
+                reasons=outcome.rejections,
+                rejected=outcome.rejected,
                 items=outcome.received,
-                frame=truncate_for_log(frame),
+                frame=redact_json_text(truncate_for_log(frame)),
             )
+
+    def _publish(self, outcome: FrameOutcome) -> None:
+        """Queue a slice's publications and remember its live items for the replay."""
         publish = self._link.publish
         for publication in outcome.publications:
             publish(publication)
