@@ -30,8 +30,9 @@ from bridge.backoff import Backoff
 from bridge.config import BridgeConfig, secrets_of
 from bridge.homeassistant import DiscoveryRegistry
 from bridge.limits import InputLimits
-from bridge.mqtt import InboundMessage, MqttLink
+from bridge.mqtt import MqttLink
 from bridge.observability import HealthServer, Metrics
+from bridge.publishing import InboundMessage
 from bridge.redaction import Redactor
 from bridge.supervisor import NvrSupervisor
 

@@ -33,7 +33,6 @@ from bridge.normalize import (
     MAX_LEVEL_CHARS,
     STATE_VALUES,
     Normalizer,
-    Publication,
     Topics,
     format_timestamp,
     validate_item,
@@ -50,6 +49,7 @@ from bridge.payloads import (
     ResponsePayload,
     StatusPayload,
 )
+from bridge.publishing import Publication
 
 ASYNCAPI_VERSION = "3.0.0"
 MQTT_BINDING_VERSION = "0.2.0"

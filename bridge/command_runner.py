@@ -41,10 +41,10 @@ from bridge.commands import (
     transaction_json,
 )
 from bridge.limits import InputLimits, topic_problem
-from bridge.mqtt import InboundMessage, MqttLink
-from bridge.normalize import Publication, Topics
+from bridge.normalize import Topics
 from bridge.nvr.client import NvrClient, NvrError, NvrHttpError, NvrRejected
 from bridge.observability import Metrics
+from bridge.publishing import InboundMessage, Publication, Publisher
 from bridge.redaction import NO_SECRETS, Redactor
 
 log = structlog.get_logger("bridge.commands")
@@ -81,7 +81,7 @@ class CommandRunner:
         *,
         topics: Topics,
         client: NvrClient,
-        link: MqttLink,
+        link: Publisher,
         metrics: Metrics,
         allowed: frozenset[str],
         max_age: float,

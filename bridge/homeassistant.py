@@ -22,7 +22,8 @@ from typing import Any
 import orjson
 
 from bridge.limits import MAX_CHANNELS, is_channel_number
-from bridge.normalize import Publication, Topics, sanitize_level
+from bridge.normalize import Topics, sanitize_level
+from bridge.publishing import Publication
 
 MANUFACTURER = "EverFocus"
 DEFAULT_OUTPUT_PINS = 4

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 from pydantic import ValidationError
@@ -40,6 +40,7 @@ from bridge.nvr.models import (
     StreamName,
     SystemMessage,
 )
+from bridge.publishing import Publication
 from bridge.redaction import NO_SECRETS, Redactor
 
 MAX_FRAME_BYTES = 1024 * 1024
@@ -64,21 +65,6 @@ class FrameRejected(RejectedInput):
 
 class ItemRejected(RejectedInput):
     """One item of a frame was rejected; the frame's other items still count."""
-
-
-class Publication(NamedTuple):
-    """One MQTT message to publish; ``stream`` labels metrics (None: the bridge's own).
-
-    A named tuple: immutable, and built for every message at a third of the cost of a
-    frozen dataclass.
-    """
-
-    topic: str
-    payload: bytes
-    retain: bool
-    nvr: str
-    stream: StreamName | None = None
-    correlation_data: bytes | None = None
 
 
 def sanitize_level(value: str) -> str:

@@ -193,6 +193,11 @@ class Metrics:
             "Spool writes that failed (each makes the spool fall back to memory).",
             registry=r,
         )
+        self.retained_evicted = Counter(
+            "nvr_bridge_retained_evicted",
+            "Retained topics forgotten (not republished after a reconnect) for the bound.",
+            registry=r,
+        )
         self.mqtt_connected = Gauge(
             "nvr_bridge_mqtt_connected", "1 while the broker is connected.", registry=r
         )

@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bridge.normalize import Publication
+from bridge.publishing import Publication
 
 
 @dataclass(slots=True, eq=False)
@@ -65,6 +65,10 @@ class Outbox:
     def queued(self) -> int:
         """Messages waiting to be sent (not in flight)."""
         return self._depth - len(self._inflight)
+
+    def waiting(self, topic: str) -> bool:
+        """Whether a value of this retained topic is still in the buffer."""
+        return topic in self._retained_alive
 
     def alive_entries(self) -> list[Entry]:
         """Every entry still in the buffer, oldest first (to write a fresh spool)."""

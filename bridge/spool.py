@@ -32,10 +32,10 @@ from pathlib import Path
 
 import structlog
 
-from bridge.normalize import Publication
 from bridge.nvr.models import STREAM_NAMES
 from bridge.observability import Metrics
 from bridge.outbox import Entry, Outbox
+from bridge.publishing import Publication
 
 log = structlog.get_logger("bridge.spool")
 

@@ -21,12 +21,12 @@ from bridge.command_runner import CommandRunner
 from bridge.config import BridgeConfig, NvrConfig
 from bridge.homeassistant import cameras_from_info
 from bridge.limits import InputLimits
-from bridge.mqtt import MqttLink
-from bridge.normalize import Normalizer, Publication, Topics, format_timestamp
+from bridge.normalize import Normalizer, Topics, format_timestamp
 from bridge.nvr.client import NvrClient, NvrError, NvrHttpError
 from bridge.nvr.models import STREAM_NAMES, StreamName
 from bridge.nvr.streams import StreamListener
 from bridge.observability import Metrics
+from bridge.publishing import Publication, Publisher
 from bridge.redaction import NO_SECRETS, Redactor
 
 log = structlog.get_logger("bridge.nvr")
@@ -44,7 +44,7 @@ class NvrSupervisor:
         config: BridgeConfig,
         nvr: NvrConfig,
         *,
-        link: MqttLink,
+        link: Publisher,
         metrics: Metrics,
         login_gate: asyncio.Semaphore,
         on_info: Callable[[Topics, dict[str, Any]], None] | None = None,

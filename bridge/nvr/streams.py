@@ -19,7 +19,6 @@ import structlog
 from websockets.exceptions import ConnectionClosed
 
 from bridge.backoff import Backoff
-from bridge.mqtt import MqttLink
 from bridge.normalize import (
     FrameOutcome,
     FrameRejected,
@@ -38,6 +37,7 @@ from bridge.nvr.models import (
     StreamName,
 )
 from bridge.observability import Metrics
+from bridge.publishing import Publisher
 from bridge.redaction import redact_json_text
 from bridge.replay import OVERLAP, GapMemory, events_from_search, metas_from_search
 
@@ -63,7 +63,7 @@ class StreamListener:
         *,
         client: NvrClient,
         normalizer: Normalizer,
-        link: MqttLink,
+        link: Publisher,
         metrics: Metrics,
         backoff: Backoff,
         on_state: Callable[[StreamName, bool], None],
