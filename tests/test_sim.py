@@ -386,13 +386,17 @@ async def test_ptz_presets_round_trip(client: aiohttp.ClientSession, nvr: Simula
     assert door != gate
     renamed = {"preset_name": "front door", "preset_token": door}
     assert await ptz({"command": "set_preset", "parameters": renamed}) == {"PresetToken": door}
+    # Channel 1's camera came with two presets.
     assert await ptz({"command": "get_presets"}) == {
         "presets": [
+            {"name": "Entrance", "preset_token": "1"},
+            {"name": "Parking", "preset_token": "2"},
             {"name": "front door", "preset_token": door},
             {"name": "gate", "preset_token": gate},
         ]
     }
-    assert await ptz({"command": "get_presets"}, channel=2) == {"presets": []}
+    # Channel 3's camera has no PTZ.
+    assert (await ptz({"command": "get_presets"}, channel=3))["Result"] == "Error"
     goto = {"command": "goto_preset", "parameters": {"preset_token": gate, "speed": 0.5}}
     assert await ptz(goto) == {"Result": "OK"}
     picked = [{"name": "gate", "preset_token": gate, "time": 5}]

@@ -6,8 +6,10 @@ faults, in-process (``SimulatedNvr``) or from another process (the ``/_sim/`` AP
 
 Modules: ``server`` (the HTTP application), ``rest`` and ``ptz`` (the endpoints),
 ``sessions`` (login), ``hub`` (websocket fan-out), ``traffic`` (random realistic items),
-``history`` (event and metadata search), ``device`` (identity and channel state),
-``faults``, ``control`` (the ``/_sim/`` API), ``discovery`` (UDP) and ``fleet``.
+``history`` (event and metadata search), ``record_map`` (getMapBy*), ``snapshots`` and
+``jpeg`` (snapshot records and their images), ``logs`` (searchLogs), ``storage``
+(getStorages), ``device`` (identity, channel and pin state), ``faults``, ``control``
+(the ``/_sim/`` API), ``discovery`` (UDP) and ``fleet``.
 """
 
 from bridge.sim.calls import RecordedCall

@@ -1,9 +1,17 @@
 """The simulator's control API under ``/_sim/``: drive a simulated NVR from another process.
 
 Each route mirrors a method of ``SimulatedNvr`` (push, drop, expire, faults, silence,
-bursts, history) or reads its state. No login is needed; the simulator binds 127.0.0.1
-unless told otherwise, and ``control_api=False`` turns these routes off. Bad requests get
-HTTP 400 with ``{"Result": "Error", "Description": ...}``.
+bursts, history, rename_camera, snapshot, input_pin) or reads its state. No login is
+needed; the simulator binds 127.0.0.1 unless told otherwise, and ``control_api=False``
+turns these routes off. Bad requests get HTTP 400 with ``{"Result": "Error",
+"Description": ...}``.
+
+Routes: ``POST push {stream, payload | raw}``, ``POST drop {stream?}``, ``POST expire``,
+``POST login_mode {mode, delay?}``, ``POST fault {path, mode, delay?, size?, depth?,
+location?, status?}``, ``POST silent {silent}``, ``POST burst {stream, count,
+per_frame?}``, ``POST history {stream, item, time_ms?}``, ``POST rename_camera {channel,
+name}``, ``POST snapshot {channel, type?, time_ms?}`` (answers the searchSnapshotPath
+entry), ``POST input_pin {pin, value}``, ``GET calls?path=``, ``GET state``.
 """
 
 from __future__ import annotations
@@ -15,7 +23,13 @@ import orjson
 from aiohttp import web
 
 from bridge.nvr.models import STREAM_NAMES, StreamName
-from bridge.sim.faults import LOGIN_MODES
+from bridge.sim.faults import (
+    DEFAULT_DEPTH,
+    DEFAULT_LOCATION,
+    DEFAULT_OVERSIZE_BYTES,
+    DEFAULT_REDIRECT_STATUS,
+    LOGIN_MODES,
+)
 
 if TYPE_CHECKING:
     from bridge.sim.server import SimulatedNvr
@@ -60,6 +74,20 @@ def _count(body: dict[str, Any], key: str, default: int | None = None) -> int:
     return value
 
 
+def _integer(body: dict[str, Any], key: str) -> int:
+    value = body.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ControlError(f"{key} must be an integer, not {value!r}")
+    return value
+
+
+def _time_ms(body: dict[str, Any]) -> int | None:
+    time_ms = body.get("time_ms")
+    if time_ms is not None and (not isinstance(time_ms, int) or isinstance(time_ms, bool)):
+        raise ControlError("time_ms must be an integer of epoch milliseconds")
+    return time_ms
+
+
 class SimControlApi:
     """Routes ``/_sim/<name>`` requests to the simulated NVR's test hooks."""
 
@@ -74,6 +102,9 @@ class SimControlApi:
             ("POST", "silent"): self._silent,
             ("POST", "burst"): self._burst,
             ("POST", "history"): self._history,
+            ("POST", "rename_camera"): self._rename_camera,
+            ("POST", "snapshot"): self._snapshot,
+            ("POST", "input_pin"): self._input_pin,
             ("GET", "calls"): self._calls,
             ("GET", "state"): self._state,
         }
@@ -130,7 +161,18 @@ class SimControlApi:
         path = body.get("path")
         if not isinstance(path, str) or not path.startswith("/"):
             raise ControlError("path must be an absolute URL path such as /record/manualAlarm")
-        self._nvr.set_fault(path, body.get("mode"), _number(body, "delay", 15.0))
+        location = body.get("location", DEFAULT_LOCATION)
+        if not isinstance(location, str):
+            raise ControlError("location must be a URL string")
+        self._nvr.set_fault(
+            path,
+            body.get("mode"),
+            _number(body, "delay", 15.0),
+            size=_count(body, "size", DEFAULT_OVERSIZE_BYTES),
+            depth=_count(body, "depth", DEFAULT_DEPTH),
+            location=location,
+            status=_count(body, "status", DEFAULT_REDIRECT_STATUS),
+        )
 
     async def _silent(self, body: Any, request: web.Request) -> None:
         silent = _object(body).get("silent")
@@ -145,10 +187,21 @@ class SimControlApi:
 
     async def _history(self, body: Any, request: web.Request) -> None:
         body = _object(body)
-        time_ms = body.get("time_ms")
-        if time_ms is not None and (not isinstance(time_ms, int) or isinstance(time_ms, bool)):
-            raise ControlError("time_ms must be an integer of epoch milliseconds")
-        self._nvr.record_history(body.get("stream"), body.get("item"), time_ms)
+        self._nvr.record_history(body.get("stream"), body.get("item"), _time_ms(body))
+
+    async def _rename_camera(self, body: Any, request: web.Request) -> None:
+        body = _object(body)
+        await self._nvr.rename_camera(_integer(body, "channel"), body.get("name"))
+
+    async def _snapshot(self, body: Any, request: web.Request) -> dict[str, Any]:
+        body = _object(body)
+        kind = body.get("type", "Manual")
+        record = self._nvr.take_snapshot(_integer(body, "channel"), kind, _time_ms(body))
+        return record.entry()
+
+    async def _input_pin(self, body: Any, request: web.Request) -> None:
+        body = _object(body)
+        self._nvr.set_input_pin(_integer(body, "pin"), _integer(body, "value"))
 
     async def _calls(self, body: Any, request: web.Request) -> list[dict[str, Any]]:
         path = request.query.get("path")
@@ -164,4 +217,7 @@ class SimControlApi:
             "login_mode": nvr.login_mode,
             "silent": nvr.silent,
             "faults": nvr.faults,
+            "pins": nvr.device.pin_status()["pin_value"],
+            "cameras": {str(ch): name for ch, name in nvr.device.camera_names.items()},
+            "snapshots": len(nvr.snapshots),
         }

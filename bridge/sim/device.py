@@ -2,7 +2,8 @@
 
 Pure state with no I/O. The camera status of SDK guide 2.8 is derived from it: a channel
 records while manual recording is on or an event is active on it, and shows ``Event``
-while any event on it is active.
+while any event on it is active. Pins 1 to 4 are the NVR's alarm inputs (read only: the
+world sets them; input n is wired to channel n), pins 5 to 8 its outputs (guide 10.19).
 """
 
 from __future__ import annotations
@@ -66,12 +67,12 @@ class DeviceIdentity:
             "serial": self.serial,
         }
 
-    def camera(self, channel: int) -> dict[str, Any]:
+    def camera(self, channel: int, name: str | None = None) -> dict[str, Any]:
         """One ``/device/cameraList`` entry (guide 2.3): no credentials."""
         return {
             "ChannelID": channel,
             "Enable": True,
-            "DeviceName": f"Camera {channel}",
+            "DeviceName": default_camera_name(channel) if name is None else name,
             "IPAddress": f"192.168.1.{100 + channel}",
             "Port": 80,
             "Manufacturer": "EverFocus",
@@ -83,10 +84,10 @@ class DeviceIdentity:
             "ODSPosition": "",
         }
 
-    def camera_detail(self, channel: int, password: str) -> dict[str, Any]:
+    def camera_detail(self, channel: int, password: str, name: str | None = None) -> dict[str, Any]:
         """A ``cameraDetail`` answer (guide 2.4): the camera's entry plus its credentials."""
         return {
-            **self.camera(channel),
+            **self.camera(channel, name),
             "UserName": "admin",
             "Password": password,
             "Schedule": {"mode": "always"},
@@ -113,6 +114,11 @@ class DeviceIdentity:
         )
 
 
+def default_camera_name(channel: int) -> str:
+    """The name a camera has until it is renamed."""
+    return f"Camera {channel}"
+
+
 def _password(rng: random.Random) -> str:
     return "".join(rng.choices(string.ascii_letters + string.digits, k=12))
 
@@ -129,6 +135,7 @@ class DeviceState:
     active_events: set[tuple[int, str]] = field(default_factory=set)
     pins: dict[int, int] = field(init=False)
     camera_passwords: dict[int, str] = field(init=False)
+    camera_names: dict[int, str] = field(init=False)
     _manual_ids: dict[tuple[ManualKind, int], int] = field(default_factory=dict)
     _last_manual_id: int = 0
 
@@ -136,6 +143,7 @@ class DeviceState:
         self.online = dict.fromkeys(range(1, self.channels + 1), True)
         self.pins = dict.fromkeys(range(1, PIN_COUNT + 1), 0)
         self.camera_passwords = {ch: _password(self.rng) for ch in range(1, self.channels + 1)}
+        self.camera_names = {ch: default_camera_name(ch) for ch in range(1, self.channels + 1)}
 
     def has_channel(self, channel: Any) -> bool:
         """Whether ``channel`` is an int naming one of the NVR's channels."""
@@ -198,6 +206,14 @@ class DeviceState:
         """A fresh id: the epoch second, kept unique when commands come faster."""
         self._last_manual_id = max(int(time.time()), self._last_manual_id + 1)
         return self._last_manual_id
+
+    def set_pin(self, pin: int, value: int) -> bool:
+        """Set a pin (input or output) to 0 or 1; whether its value changed."""
+        if pin not in self.pins or value not in (0, 1):
+            raise ValueError(f"no pin {pin!r}, or {value!r} is not 0 or 1")
+        changed = self.pins[pin] != value
+        self.pins[pin] = value
+        return changed
 
     def pin_status(self) -> dict[str, Any]:
         """The ``/dio/GetPinStatus`` answer (guide 10.20)."""

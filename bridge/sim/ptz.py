@@ -3,11 +3,15 @@
 Pure state: presets (token -> name), the tour and what the camera is doing. Each command
 is a small handler in a dispatch table; a refused command raises ``PtzError``, which the
 REST layer turns into ``{"Result": "Error", "Description": ...}``.
+
+Only some cameras have PTZ (by default channels 1 and 2, each with a few presets already
+set); every command to another channel is refused, ``get_presets`` included, as a fixed
+camera answers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +19,13 @@ MOVE_COMMANDS = frozenset(
     {"tilt_up", "tilt_down", "pan_left", "pan_right", "zoom_in", "zoom_out", "stop"}
 )
 OK: dict[str, Any] = {"Result": "OK"}
+DEFAULT_PTZ_CHANNELS = (1, 2)
+# Presets a PTZ camera comes with, by channel; other PTZ channels get GENERIC_PRESETS.
+PRESET_NAMES: dict[int, tuple[str, ...]] = {
+    1: ("Entrance", "Parking"),
+    2: ("Gate", "Loading dock", "Fence"),
+}
+GENERIC_PRESETS = ("Home", "Overview")
 
 
 class PtzError(ValueError):
@@ -31,6 +42,12 @@ class ChannelPtz:
     moving: str | None = None
     at_preset: str | None = None
     next_token: int = 1
+
+    @classmethod
+    def with_presets(cls, names: Iterable[str]) -> ChannelPtz:
+        """A camera with these presets already set (tokens ``"1"``, ``"2"``...)."""
+        presets = {str(token): name for token, name in enumerate(names, start=1)}
+        return cls(presets=presets, next_token=len(presets) + 1)
 
 
 def _parameters(body: dict[str, Any]) -> dict[str, Any]:
@@ -148,17 +165,23 @@ PTZ_COMMANDS: dict[str, Callable[[ChannelPtz, dict[str, Any]], dict[str, Any]]] 
 
 
 class PtzCameras:
-    """The PTZ state of every channel, created on first use."""
+    """The PTZ state of each channel that has PTZ; the others refuse every command."""
 
-    def __init__(self) -> None:
-        self.channels: dict[int, ChannelPtz] = {}
+    def __init__(self, channels: Iterable[int] = DEFAULT_PTZ_CHANNELS) -> None:
+        self.channels: dict[int, ChannelPtz] = {
+            channel: ChannelPtz.with_presets(PRESET_NAMES.get(channel, GENERIC_PRESETS))
+            for channel in channels
+        }
 
     def command(self, channel: int, body: Any) -> dict[str, Any]:
         """Run one ptzControl body on ``channel``; PtzError when the camera refuses it."""
+        ptz = self.channels.get(channel)
+        if ptz is None:
+            raise PtzError(f"the camera on channel {channel} has no PTZ")
         if not isinstance(body, dict):
             raise PtzError("the body must be a JSON object with a command")
         command = body.get("command")
         handler = PTZ_COMMANDS.get(command) if isinstance(command, str) else None
         if handler is None:
             raise PtzError(f"unknown PTZ command {command!r}")
-        return handler(self.channels.setdefault(channel, ChannelPtz()), body)
+        return handler(ptz, body)

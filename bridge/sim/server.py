@@ -8,6 +8,11 @@ REST call is recorded and fault injection applies per path whatever the route:
   ``/meta/addEvent`` and ``/meta/addMeta`` websockets (guide 4.1, 4.3);
 - the REST endpoints of ``rest.py``; ``/_sim/`` the control API of ``control.py``.
 
+A fault (``set_fault``, see ``faults.py`` for the modes) replaces the answer of any REST
+path, served or not. Besides its streams, the NVR keeps what a client may ask about
+later: the history of events and metadata, the snapshots taken, a system log and its
+disks; traffic (``traffic=True``) feeds all of them.
+
 Silence (``silent = True``) is simulated without touching aiohttp's internals: every
 websocket is opened with ``autoping=False``, so the server's reader hands pings to this
 module, which answers them with a pong unless silent; and the writers send nothing while
@@ -21,7 +26,7 @@ import contextlib
 import random
 import ssl
 import time
-from http import HTTPStatus
+from collections.abc import Collection
 from types import TracebackType
 from typing import Any, Literal, Self
 
@@ -33,14 +38,29 @@ from bridge.nvr.auth import LOGIN_PATH
 from bridge.nvr.models import STREAM_NAMES, STREAM_PATHS, StreamName
 from bridge.sim.calls import RecordedCall
 from bridge.sim.control import CONTROL_PREFIX, SimControlApi
-from bridge.sim.device import DEFAULT_MAC, DeviceIdentity, DeviceState
+from bridge.sim.device import ALARM_IN_PINS, DEFAULT_MAC, DeviceIdentity, DeviceState
 from bridge.sim.discovery import DISCOVERY_PORT, start_responder
-from bridge.sim.faults import FAULT_ANSWERS, FAULT_MODES, LOGIN_ANSWERS, Fault, FaultMode, LoginMode
+from bridge.sim.faults import (
+    DEFAULT_DELAY,
+    DEFAULT_DEPTH,
+    DEFAULT_LOCATION,
+    DEFAULT_OVERSIZE_BYTES,
+    DEFAULT_REDIRECT_STATUS,
+    LOGIN_ANSWERS,
+    Fault,
+    FaultMode,
+    LoginMode,
+    serve_fault,
+)
 from bridge.sim.history import History
 from bridge.sim.hub import CLOSE_TIMEOUT, StreamHub, WebsocketClient
+from bridge.sim.logs import SystemLog
+from bridge.sim.ptz import DEFAULT_PTZ_CHANNELS
 from bridge.sim.rest import Answer, NvrRestApi, RequestRefused, event_item, meta_item
 from bridge.sim.sessions import LoginDesk
-from bridge.sim.traffic import BurstItems, TrafficGenerator, now_ms
+from bridge.sim.snapshots import SNAPSHOT_TYPES, SnapshotRecord, SnapshotStore
+from bridge.sim.storage import Storage
+from bridge.sim.traffic import BurstItems, TrafficGenerator, message, now_ms
 
 log = structlog.get_logger("bridge.sim")
 
@@ -61,19 +81,6 @@ UNAUTHORIZED = Answer(401, {"Result": "Error", "Description": "Unauthorized"})
 WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 - names, not a bind
 
 
-def _respond(answer: Answer) -> web.Response:
-    """An aiohttp response for an answer: JSON, or the plain reason when it has no body."""
-    if answer.body is None:
-        return web.Response(status=answer.status, text=f"{answer.status}: {_reason(answer)}")
-    return web.Response(
-        status=answer.status, body=orjson.dumps(answer.body), content_type="application/json"
-    )
-
-
-def _reason(answer: Answer) -> str:
-    return HTTPStatus(answer.status).phrase
-
-
 async def _read_json(request: web.Request) -> Any:
     """The request's JSON body, or None when it has none or it is not JSON."""
     if not request.can_read_body:
@@ -88,7 +95,8 @@ class SimulatedNvr:
     """An NVR on loopback that speaks the SDK, records calls and takes injected faults.
 
     Drive it in-process through its methods, or from another process through the
-    ``/_sim/`` control API. ``username=None`` makes every endpoint open.
+    ``/_sim/`` control API. ``username=None`` makes every endpoint open. ``ptz_channels``
+    are the channels whose camera has PTZ (the others refuse every PTZ command).
     """
 
     def __init__(
@@ -104,6 +112,7 @@ class SimulatedNvr:
         name: str = "Simulated NVR",
         mac: str = DEFAULT_MAC,
         control_api: bool = True,
+        ptz_channels: Collection[int] = DEFAULT_PTZ_CHANNELS,
     ) -> None:
         if channels < 1:
             raise ValueError(f"an NVR needs at least one channel, not {channels}")
@@ -114,8 +123,19 @@ class SimulatedNvr:
         self._rng = random.Random(seed)
         self.device = DeviceState(channels, rng=self._rng)
         self.history = History()
+        self.log = SystemLog()
+        self.snapshots = SnapshotStore()
+        self.storage = Storage(self.identity.serial, channels)
         self.rest = NvrRestApi(
-            identity=self.identity, device=self.device, history=self.history, emit=self.emit
+            identity=self.identity,
+            device=self.device,
+            history=self.history,
+            emit=self.emit,
+            log=self.log,
+            snapshots=self.snapshots,
+            storage=self.storage,
+            ptz_channels=ptz_channels,
+            user=username,
         )
         self.calls: list[RecordedCall] = []
         self.logins = 0
@@ -174,8 +194,11 @@ class SimulatedNvr:
                 device=self.device,
                 emit=self.emit,
                 rate=self.traffic_rate,
+                log=self.log,
+                snapshots=self.snapshots,
             )
             self._tasks.append(asyncio.create_task(traffic.run(), name=f"sim-traffic[{label}]"))
+        self.log.add("System", "System Startup")
         log.info("simulator started", url=self.url, nvr=self.identity.name, traffic=self.traffic)
 
     async def stop(self) -> None:
@@ -236,23 +259,33 @@ class SimulatedNvr:
 
     @property
     def faults(self) -> dict[str, dict[str, Any]]:
-        """The faults in force, by path."""
-        return {p: {"mode": f.mode, "delay": f.delay} for p, f in self._faults.items()}
+        """The faults in force, by path, with their parameters."""
+        return {p: f.to_json() for p, f in self._faults.items()}
 
-    def set_fault(self, path: str, mode: FaultMode | None, delay: float = 15.0) -> None:
-        """Make REST calls to ``path`` fail, or answer late; ``mode`` None clears the fault.
+    def set_fault(
+        self,
+        path: str,
+        mode: FaultMode | None,
+        delay: float = DEFAULT_DELAY,
+        *,
+        size: int = DEFAULT_OVERSIZE_BYTES,
+        depth: int = DEFAULT_DEPTH,
+        location: str = DEFAULT_LOCATION,
+        status: int = DEFAULT_REDIRECT_STATUS,
+    ) -> None:
+        """Make REST calls to ``path`` misbehave; ``mode`` None clears the fault.
 
-        ``error``, ``http500`` and ``http404`` fail at once; ``slow`` answers normally after
-        ``delay`` seconds. Faulted calls are still recorded.
+        ``slow`` answers normally after ``delay`` seconds; every other mode answers at once
+        with its fault (``faults.py``): ``size`` is the ``oversize`` body's length, ``depth``
+        the ``deep`` body's nesting, ``location`` and ``status`` the ``redirect``. Faulted
+        calls are still recorded. ValueError for an unknown mode or a bad parameter.
         """
         if mode is None:
             self._faults.pop(path, None)
             return
-        if mode not in FAULT_MODES:
-            raise ValueError(f"fault mode must be one of {', '.join(FAULT_MODES)}, not {mode!r}")
-        if delay < 0:
-            raise ValueError(f"delay must not be negative, not {delay}")
-        self._faults[path] = Fault(mode, delay)
+        self._faults[path] = Fault(
+            mode, delay, size=size, depth=depth, location=location, status=status
+        )
 
     def calls_to(self, path: str) -> list[RecordedCall]:
         """The recorded REST calls to ``path``, oldest first."""
@@ -306,6 +339,39 @@ class SimulatedNvr:
             await self.push(stream, items[0] if per_frame == 1 else items)
             sent += len(items)
 
+    async def rename_camera(self, channel: int, name: str) -> None:
+        """Rename a camera: cameraList shows the new DeviceName and a cameraDetail is sent."""
+        if not self.device.has_channel(channel):
+            raise ValueError(f"channel must be 1..{self.device.channels}, not {channel!r}")
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"a camera name must be a non-empty string, not {name!r}")
+        self.device.camera_names[channel] = name
+        await self.emit(
+            "message", message("cameraDetail", self._rng, self.identity, self.device, channel)
+        )
+
+    def take_snapshot(
+        self, channel: int, kind: str = "Manual", time_ms: int | None = None
+    ) -> SnapshotRecord:
+        """Take a snapshot (``kind`` one of the guide's types) as of ``time_ms`` (default now).
+
+        It is then found by searchSnapshotPath and downloaded at its ``path``.
+        """
+        if not self.device.has_channel(channel):
+            raise ValueError(f"channel must be 1..{self.device.channels}, not {channel!r}")
+        if kind not in SNAPSHOT_TYPES:
+            raise ValueError(f"kind must be one of {', '.join(SNAPSHOT_TYPES)}, not {kind!r}")
+        return self.snapshots.take(channel, kind, now_ms() if time_ms is None else time_ms)
+
+    def set_input_pin(self, pin: int, value: int) -> None:
+        """Drive an alarm input pin (1 to 4) as the world would; pinManualSetting cannot."""
+        if pin not in ALARM_IN_PINS:
+            raise ValueError(f"pin must be an alarm input {ALARM_IN_PINS}, not {pin!r}")
+        if value not in (0, 1) or isinstance(value, bool):
+            raise ValueError(f"value must be 0 or 1, not {value!r}")
+        if self.device.set_pin(pin, value):
+            self.log.pin(pin, value)
+
     def record_history(self, stream: str, item: Any, time_ms: int | None = None) -> None:
         """Add an event or meta item to the searchable history without sending it.
 
@@ -318,11 +384,20 @@ class SimulatedNvr:
     # -- internals ---------------------------------------------------------------------
 
     def _observe(self, stream: str, item: Any, time_ms: int) -> None:
-        """Let a sent item change the device state and enter the history."""
+        """Let a sent item change the device state and enter the history and the log."""
         if stream == "event" and isinstance(item, dict):
             self.device.observe_event(item)
         if stream in ("event", "meta"):
             self.history.record(stream, item, time_ms)
+        if stream == "exception":
+            self.storage.observe_exception(item)
+        self.log.observe(stream, item, self._recording)
+
+    def _recording(self, channel: int) -> bool:
+        """Whether ``channel`` records now (False for a channel the NVR does not have)."""
+        return self.device.has_channel(channel) and bool(
+            self.device.channel_status(channel)["Recording"]
+        )
 
     def _status_frame(self) -> bytes:
         return orjson.dumps(self.device.status())
@@ -367,12 +442,13 @@ class SimulatedNvr:
             return await self._login(request)
         if path == LOGOUT_PATH:
             self._desk.close_session(request.cookies.get(SESSION_COOKIE))
-            return _respond(Answer(200, {"Result": "OK"}))
+            self.log.add("System", "Logout", user=self.username)
+            return Answer(200, {"Result": "OK"}).to_response()
         authorized = self._desk.valid(request.cookies.get(SESSION_COOKIE))
         upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
         if upgrade and request.method == "GET" and _is_websocket_path(path):
             if not authorized:
-                return _respond(UNAUTHORIZED)
+                return UNAUTHORIZED.to_response()
             return await self._serve_websocket(request)
         call = RecordedCall(
             method=request.method,
@@ -384,42 +460,47 @@ class SimulatedNvr:
         )
         self._record(call)
         if not authorized:
-            return _respond(UNAUTHORIZED)
+            return UNAUTHORIZED.to_response()
         self.inflight += 1
         self.peak_inflight = max(self.peak_inflight, self.inflight)
         try:
             fault = self._faults.get(path)
             if fault is not None and fault.mode != "slow":
-                return _respond(FAULT_ANSWERS[fault.mode])
+                return await serve_fault(fault, request)
             if fault is not None:
                 await self._pause(fault.delay)
-            return _respond(await self.rest.answer(call))
+            return (await self.rest.answer(call)).to_response()
         finally:
             self.inflight -= 1
 
     async def _login(self, request: web.Request) -> web.Response:
         """``GET`` hands out a challenge; ``POST`` checks the answer and opens a session."""
         if request.method == "GET":
-            return _respond(Answer(200, self._desk.challenge()))
+            return Answer(200, self._desk.challenge()).to_response()
         if request.method != "POST":
-            return _respond(Answer(405))
+            return Answer(405).to_response()
         self.login_attempts += 1
         body = await _read_json(request)
         mode = self.login_mode
         if mode in LOGIN_ANSWERS:
             log.debug("login refused by fault", mode=mode)
-            return _respond(LOGIN_ANSWERS[mode])
+            return LOGIN_ANSWERS[mode].to_response()
         if mode == "slow":
             await self._pause(self.login_delay, request)
             if _client_gone(request):
                 # The client timed out: no session, and it does not count as a login.
                 log.info("login abandoned", nvr=self.identity.name)
-                return _respond(Answer(503))
+                return Answer(503).to_response()
         if not self._desk.check(body):
             log.info("login refused", nvr=self.identity.name)
-            return _respond(LOGIN_ANSWERS["refuse"])
+            user = body.get("username") if isinstance(body, dict) else None
+            self.log.add(
+                "System", "Login Failed", user=user[:64] if isinstance(user, str) else None
+            )
+            return LOGIN_ANSWERS["refuse"].to_response()
         self.logins += 1
-        response = _respond(Answer(200, {"Result": "OK", "Description": "userID=1"}))
+        self.log.add("System", "Login", user=self.username)
+        response = Answer(200, {"Result": "OK", "Description": "userID=1"}).to_response()
         response.set_cookie(SESSION_COOKIE, self._desk.open_session(), path="/", httponly=True)
         return response
 

@@ -6,6 +6,11 @@ event): motion and input alarms that turn active and inactive a few seconds late
 alarms' ``diEventStart``/``diEventStop`` metadata, analytics metadata, a rare disk
 exception, occasional system messages (among them ``cameraDetail``, which carries a
 camera's password, guide 2.4) and cameras going offline for a few seconds.
+
+Around them the NVR does what a real one does, at no extra rate of its own: an input
+alarm on channel n (1 to 4) raises alarm input pin n while it lasts; some event starts
+take a snapshot of their channel (``SNAPSHOT_SHARE``); pin changes and video loss are
+logged (the items it sends are logged where they are sent).
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bridge.nvr.models import StreamName
-from bridge.sim.device import DeviceIdentity, DeviceState
+from bridge.sim.device import ALARM_IN_PINS, DeviceIdentity, DeviceState
+from bridge.sim.logs import SystemLog
+from bridge.sim.snapshots import SnapshotStore
 
 Emit = Callable[[StreamName, dict[str, Any]], Awaitable[None]]
 Action = Callable[[], Awaitable[None]]
@@ -38,6 +45,8 @@ EXCEPTION_SHARE = 1 / 120
 # Camera flaps do not depend on the event rate: one every ~45 s per NVR, 3 to 10 s offline.
 FLAP_RATE = 1 / 45
 OFFLINE_SECONDS = (3.0, 10.0)
+# Share of event starts that take a snapshot of their channel (of the event's type).
+SNAPSHOT_SHARE = 1 / 6
 
 
 def now_ms() -> int:
@@ -98,7 +107,9 @@ def message(
     if kind == "cameraDetail":
         channel = channel or random_channel(rng, device.channels)
         item["target"] = channel
-        item["content"] = identity.camera_detail(channel, device.camera_passwords[channel])
+        item["content"] = identity.camera_detail(
+            channel, device.camera_passwords[channel], device.camera_names[channel]
+        )
     elif kind == "cameraSubnetMask":
         item["target"] = random_channel(rng, device.channels)
         item["content"] = {"subnetMask": "255.255.255.0"}
@@ -155,9 +166,13 @@ class TrafficGenerator:
         device: DeviceState,
         emit: Emit,
         rate: float,
+        log: SystemLog | None = None,
+        snapshots: SnapshotStore | None = None,
     ) -> None:
         self._rng, self._identity, self._device, self._emit = rng, identity, device, emit
         self._rate = rate
+        self._log = SystemLog() if log is None else log
+        self._snapshots = SnapshotStore() if snapshots is None else snapshots
         # At high rates, events end sooner, so that about half the (channel, type) slots
         # stay free and the rate is met instead of being capped by busy channels.
         slots = device.channels * len(EVENT_TYPES)
@@ -215,17 +230,28 @@ class TrafficGenerator:
         if not free:
             return
         channel, kind = self._rng.choice(free)
+        if kind == INPUT_ALARM:
+            self._input_pin(channel, 1)
         await self._emit("event", {"ChannelID": channel, "Type": kind, "State": "active"})
         if kind == INPUT_ALARM:
             self._alarm_ids[channel] = int(time.time())
             await self._input_meta(channel, "diEventStart")
+        if self._rng.random() < SNAPSHOT_SHARE:
+            self._snapshots.take(channel, kind, now_ms())
 
         async def end() -> None:
+            if kind == INPUT_ALARM:
+                self._input_pin(channel, 0)
             await self._emit("event", {"ChannelID": channel, "Type": kind, "State": "inactive"})
             if kind == INPUT_ALARM:
                 await self._input_meta(channel, "diEventStop")
 
         self._after(self._rng.uniform(*ACTIVE_SECONDS) * self._active_scale, end)
+
+    def _input_pin(self, channel: int, value: int) -> None:
+        """The alarm input wired to ``channel`` (pins 1 to 4 for channels 1 to 4) changes."""
+        if channel in ALARM_IN_PINS and self._device.set_pin(channel, value):
+            self._log.pin(channel, value)
 
     async def _input_meta(self, channel: int, kind: str) -> None:
         data = json.dumps({"id": self._alarm_ids.get(channel, 0)})
@@ -248,9 +274,11 @@ class TrafficGenerator:
             return
         channel = self._rng.choice(online)
         self._device.online[channel] = False
+        self._log.add("Alarm", "Video Loss", channel=channel)
 
         async def back() -> None:
             self._device.online[channel] = True
+            self._log.add("Alarm", "Video Recovered", channel=channel)
             item = message("cameraDetail", self._rng, self._identity, self._device, channel)
             await self._emit("message", item)
 
