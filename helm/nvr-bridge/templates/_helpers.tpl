@@ -47,6 +47,47 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (include "nvr-bridge.fullname" .) .Values.existingSecret }}
 {{- end }}
 
+{{/*
+The salt of the checksum/secret annotation: secretChecksumSalt when set; else the one
+kept in the chart's own Secret (key checksum-salt), read back with lookup so that it
+stays the same across upgrades; else (first install, or no cluster to ask: helm
+template, helm lint) a new random one. The Secret stores whichever is used. Generated
+once per render: the Secret and the pod template must agree on it.
+*/}}
+{{- define "nvr-bridge.checksumSalt" -}}
+{{- if .Values.secretChecksumSalt }}
+{{- .Values.secretChecksumSalt }}
+{{- else }}
+{{- $cache := .Values.__nvrBridgeRender | default dict }}
+{{- if not $cache.salt }}
+{{- $salt := "" }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "nvr-bridge.fullname" .) }}
+{{- if and $existing $existing.data (index $existing.data "checksum-salt") }}
+{{- $salt = index $existing.data "checksum-salt" | b64dec }}
+{{- else }}
+{{- $salt = randAlphaNum 32 }}
+{{- end }}
+{{- $_ := set $cache "salt" $salt }}
+{{- $_ := set .Values "__nvrBridgeRender" $cache }}
+{{- end }}
+{{- $cache.salt }}
+{{- end }}
+{{- end }}
+
+{{/*
+checksum/secret: restarts the pods when a password of the values changes, without
+telling anything about the passwords to whoever can read the Deployment: the SHA-256 of
+a secret salt (see nvr-bridge.checksumSalt) and the passwords, never of the passwords
+alone, which could be guessed offline. Empty (no annotation) when the chart's Secret
+holds no password, or with existingSecret (the chart never sees those passwords).
+*/}}
+{{- define "nvr-bridge.secretChecksum" -}}
+{{- $passwords := include "nvr-bridge.passwords" . | fromJson }}
+{{- if and $passwords (not .Values.existingSecret) }}
+{{- printf "%s\n%s" (include "nvr-bridge.checksumSalt" .) (toJson $passwords) | sha256sum }}
+{{- end }}
+{{- end }}
+
 {{- define "nvr-bridge.image" -}}
 {{- $tag := default .Chart.AppVersion .Values.image.tag }}
 {{- if .Values.image.digest }}
@@ -169,7 +210,10 @@ The checks that do not belong to one NVR.
 {{- fail "replicas must be at least 1" }}
 {{- end }}
 {{- if not (has .Values.sharding.indexSource (list "podIndexLabel" "hostname")) }}
-{{- fail (printf "sharding.indexSource %q is not known: use podIndexLabel or hostname" .Values.sharding.indexSource) }}
+{{- fail (printf "sharding.indexSource %q is not known: use hostname or podIndexLabel" .Values.sharding.indexSource) }}
+{{- end }}
+{{- if and (eq .Values.mode "statefulset") (eq .Values.sharding.indexSource "podIndexLabel") (semverCompare "<1.28.0-0" .Capabilities.KubeVersion.Version) }}
+{{- fail (printf "sharding.indexSource podIndexLabel needs Kubernetes 1.28 or later (the apps.kubernetes.io/pod-index label), and this cluster is %s: use sharding.indexSource=hostname" .Capabilities.KubeVersion.Version) }}
 {{- end }}
 {{- if not (has .Values.spool.type (list "emptyDir" "pvc")) }}
 {{- fail (printf "spool.type %q is not known: use emptyDir or pvc" .Values.spool.type) }}
@@ -189,7 +233,9 @@ metadata:
     {{- end }}
   annotations:
     checksum/config: {{ include "nvr-bridge.config" . | sha256sum }}
-    checksum/secret: {{ include "nvr-bridge.passwords" . | sha256sum }}
+    {{- with include "nvr-bridge.secretChecksum" . }}
+    checksum/secret: {{ . }}
+    {{- end }}
     {{- with .Values.podAnnotations }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
