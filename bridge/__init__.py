@@ -8,9 +8,10 @@ __version__ = "0.1.0"
 def _import_structlog_without_rich() -> None:
     """Import structlog with rich hidden from it.
 
-    structlog pretty-prints through rich whenever it can import it, and rich is installed
-    alongside the demo's broker. The bridge logs JSON (or plain console lines), so that
-    import would only cost about 2 MB of resident memory in every process. Hiding rich for
+    structlog pretty-prints through rich whenever it can import it, and rich is often
+    installed beside (by other tools of the same environment). The bridge logs JSON (or
+    plain console lines), so that import would only cost about 2 MB of resident memory
+    in every process. Hiding rich for
     the duration of structlog's import keeps structlog on its plain renderers; anything
     else that imports rich later gets it as usual.
     """

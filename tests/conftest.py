@@ -1,7 +1,8 @@
 """Shared fixtures: a real MQTT broker, the simulated NVR, an in-process bridge, a watcher.
 
-The broker is mosquitto on a free loopback port when it is installed, else the embedded
-Python broker (amqtt, MQTT 3.1.1 only) in a subprocess. Every test gets its own base
+The broker is mosquitto on a free loopback port when it is installed, else the demo's
+embedded broker (``bridge.demo.broker``, MQTT 3.1.1 and 5) in a subprocess
+(``NVR_BRIDGE_TEST_BROKER=embedded`` forces it). Every test gets its own base
 topic, so tests never see each other's messages even on the shared broker.
 """
 
@@ -70,7 +71,7 @@ class BrokerProcess:
 
     @property
     def speaks_v5(self) -> bool:
-        return self.kind == "mosquitto"
+        return self.kind != "embedded-3.1.1"
 
     def start(self) -> None:
         if self.kind == "mosquitto":
@@ -90,6 +91,8 @@ class BrokerProcess:
             command = ["mosquitto", "-c", str(conf)]
         else:
             command = [sys.executable, str(HERE / "embedded_broker.py"), str(self.port)]
+            if self.kind == "embedded-3.1.1":
+                command.append("--only-3.1.1")
         self.process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -114,7 +117,7 @@ def _broker_kind() -> str:
     forced = os.environ.get("NVR_BRIDGE_TEST_BROKER")
     if forced:
         return forced
-    return "mosquitto" if shutil.which("mosquitto") else "amqtt"
+    return "mosquitto" if shutil.which("mosquitto") else "embedded"
 
 
 @pytest.fixture(scope="session")

@@ -464,19 +464,6 @@ def test_runtime_lock_pins_every_dependency_with_hashes() -> None:
     assert "--generate-hashes" in header
 
 
-@pytest.mark.xfail(
-    condition=bool(
-        DROPPED_DEPENDENCIES
-        & {
-            _canonical(re.split(r"[\s<>=!~;\[]", d, maxsplit=1)[0])
-            for d in tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))[
-                "project"
-            ]["dependencies"]
-        }
-    ),
-    reason="pyproject.toml still lists the MQTT packages being dropped (gmqtt, amqtt, aiomqtt)",
-    strict=True,
-)
 def test_runtime_lock_matches_the_pyproject_dependencies() -> None:
     """The lock's top-level pins are pyproject's [project].dependencies, and satisfy them."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]

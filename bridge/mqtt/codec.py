@@ -649,7 +649,9 @@ def _decode_connack(_kind: int, cursor: _Cursor, v5: bool) -> ConnAck:
     if session & 0xFE:
         raise ProtocolError("reserved CONNACK flags set")
     reason = cursor.byte()
-    return ConnAck(bool(session), reason, cursor.properties() if v5 else {})
+    # A 3.1.1 broker answers an MQTT 5 CONNECT in 3.1.1 (no properties, return code 1).
+    properties = cursor.properties() if v5 and cursor.left else {}
+    return ConnAck(bool(session), reason, properties)
 
 
 def _decode_suback(_kind: int, cursor: _Cursor, v5: bool) -> SubAck:

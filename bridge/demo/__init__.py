@@ -1,8 +1,10 @@
 """``nvr-bridge demo``: broker, simulated NVR, bridge and a live view in one process.
 
-Nothing else needs installing: the embedded broker is amqtt (MQTT 3.1.1 only, so the
-bridge's ``auto`` protocol falls back to 3.1.1), on port 1883 when it is free. The live
-view subscribes to everything under the base topic and prints each message as it flows.
+Nothing else needs installing: the embedded broker (``bridge.demo.broker``, MQTT 3.1.1
+and 5, on the bridge's own codec) takes port 1883 when it is free. The live view
+(``bridge.demo.view``) subscribes to everything under the base topic and prints each
+message as it flows; images show as ``<jpeg 14,213 bytes>``, never as raw bytes. This
+package is for the demo only: the container image leaves it out.
 """
 
 from __future__ import annotations
@@ -11,16 +13,17 @@ import asyncio
 import contextlib
 import os
 import socket
-import sys
-import time
-from typing import Any, Literal, TextIO
+from typing import Literal
 
-import aiomqtt
 from pydantic import SecretStr
 
 from bridge.app import Bridge
 from bridge.config import BridgeConfig, MqttConfig, NvrConfig
+from bridge.demo.broker import EmbeddedBroker, start_embedded_broker
+from bridge.demo.view import LiveView
 from bridge.observability import configure_logging
+
+__all__ = ["EmbeddedBroker", "LiveView", "port_if_free", "run_demo", "start_embedded_broker"]
 
 DEMO_NVR = "demo"
 BASE = "everfocus"
@@ -37,57 +40,6 @@ def port_if_free(preferred: int, host: str = "127.0.0.1") -> int:
             port: int = probe.getsockname()[1]
             return port
     raise OSError("no free TCP port on " + host)
-
-
-async def start_embedded_broker(port: int) -> Any:
-    """Start amqtt on 127.0.0.1:port; returns the broker (call ``shutdown()``)."""
-    from amqtt.broker import Broker  # noqa: PLC0415 - only the demo needs it
-
-    config = {
-        "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
-        "plugins": {
-            "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
-        },
-    }
-    broker = Broker(config)
-    await broker.start()
-    return broker
-
-
-class LiveView:
-    """Prints every MQTT message under the base topic, one readable line each."""
-
-    def __init__(self, host: str, port: int, out: TextIO = sys.stdout) -> None:
-        self._host = host
-        self._port = port
-        self._out = out
-        self.count = 0
-
-    async def run(self) -> None:
-        """Subscribe and print until cancelled; reconnects if the broker blips."""
-        while True:
-            try:
-                async with aiomqtt.Client(
-                    self._host,
-                    self._port,
-                    identifier=f"nvr-bridge-demo-view-{os.getpid()}",
-                    protocol=aiomqtt.ProtocolVersion.V311,
-                ) as client:
-                    await client.subscribe(f"{BASE}/#", qos=0)
-                    async for message in client.messages:
-                        self._print(message)
-            except aiomqtt.MqttError:
-                await asyncio.sleep(1)
-
-    def _print(self, message: aiomqtt.Message) -> None:
-        self.count += 1
-        payload = message.payload
-        text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else str(payload)
-        if len(text) > 140:
-            text = text[:137] + "..."
-        clock = time.strftime("%H:%M:%S")
-        flag = " (retained)" if message.retain else ""
-        print(f"{clock}  {message.topic.value}{flag}\n          {text}", file=self._out, flush=True)
 
 
 def _banner(broker_url: str, host: str, port: int, sim_url: str, http_port: int) -> str:
@@ -125,7 +77,7 @@ async def run_demo(
         embedded = await start_embedded_broker(port)
         broker_url = f"mqtt://127.0.0.1:{port}"
         note = "embedded broker" + ("" if port == 1883 else ", 1883 was busy")
-        protocol: Literal["5", "3.1.1", "auto"] = "3.1.1"  # amqtt speaks 3.1.1 only
+        protocol: Literal["5", "3.1.1", "auto"] = "5"
     else:
         broker_url = broker
         note = "existing broker"
@@ -151,7 +103,7 @@ async def run_demo(
         _banner(f"{broker_url}  ({note})", mqtt.host, mqtt.port, simulator.url, config.http_port),
         flush=True,
     )
-    view = LiveView(mqtt.host, mqtt.port)
+    view = LiveView(mqtt.host, mqtt.port, base=BASE)
     try:
         async with asyncio.TaskGroup() as group:
             bridge_task = group.create_task(bridge.run(), name="bridge")
