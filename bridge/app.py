@@ -35,6 +35,7 @@ from bridge.observability import HealthServer, Metrics
 from bridge.publishing import InboundMessage
 from bridge.redaction import Redactor
 from bridge.supervisor import NvrSupervisor
+from bridge.topics import BridgeTopics
 
 if TYPE_CHECKING:
     from bridge.spool import Spool
@@ -59,6 +60,7 @@ class Bridge:
 
     def __init__(self, config: BridgeConfig, *, serve_http: bool = True) -> None:
         self.config = config
+        self.topics = BridgeTopics(config.base_topic, config.ha_prefix)
         self.metrics = Metrics()
         self.redactor = Redactor(secrets_of(config))
         self.spool: Spool | None = None
@@ -71,7 +73,7 @@ class Bridge:
                 raise StartError(exc.reason) from None
         self.link = MqttLink(
             config.mqtt,
-            bridge_state_topic=f"{config.base_topic}/bridge/state",
+            bridge_state_topic=self.topics.state,
             metrics=self.metrics,
             buffer_size=config.buffer_size,
             retained_max=config.retained_max,
@@ -88,8 +90,7 @@ class Bridge:
             publish=self.link.publish,
         )
         # Always read back earlier discovery lists, so turning discovery off clears it.
-        self.link.subscribe(self.discovery.registry_filter)
-        self._discovery_prefix = f"{config.base_topic}/bridge/discovery/"
+        self.link.subscribe(self.topics.discovery_registry_filter)
         self.nvrs: dict[str, NvrSupervisor] = {}
         for nvr in config.assigned_nvrs():
             supervisor = NvrSupervisor(
@@ -124,7 +125,6 @@ class Bridge:
         )
         self._stop = asyncio.Event()
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._base_prefix = config.base_topic + "/"
 
     def stop(self) -> None:
         """Ask the bridge to shut down cleanly (signal handlers call this)."""
@@ -154,15 +154,17 @@ class Bridge:
         return dead
 
     def _route(self, message: InboundMessage) -> None:
-        if message.topic.startswith(self._discovery_prefix):
+        topics = self.topics
+        if message.topic.startswith(topics.discovery_prefix):
             self.discovery.recall(message.topic, message.payload)
             return
-        if not message.topic.startswith(self._base_prefix):
+        found = topics.nvr_of(message.topic)
+        if found is None:
             return
-        levels = message.topic[len(self._base_prefix) :].split("/")
-        supervisor = self.nvrs.get(levels[0])
+        nvr, levels = found
+        supervisor = self.nvrs.get(nvr)
         if supervisor is not None:
-            supervisor.commands.handle(message, levels[1:])
+            supervisor.commands.handle(message, levels)
 
     def _warn_insecure(self) -> None:
         mqtt = self.config.mqtt

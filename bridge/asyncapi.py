@@ -33,7 +33,6 @@ from bridge.normalize import (
     MAX_LEVEL_CHARS,
     STATE_VALUES,
     Normalizer,
-    Topics,
     format_timestamp,
     validate_item,
 )
@@ -50,6 +49,7 @@ from bridge.payloads import (
     StatusPayload,
 )
 from bridge.publishing import Publication
+from bridge.topics import NvrTopics
 
 ASYNCAPI_VERSION = "3.0.0"
 MQTT_BINDING_VERSION = "0.2.0"
@@ -352,7 +352,7 @@ def _example(name: str, payload: Any, summary: str | None = None) -> dict[str, A
 
 def _stream_examples() -> dict[str, list[dict[str, Any]]]:
     """Examples of the stream messages, produced by the bridge's own Normalizer."""
-    normalizer = Normalizer(Topics(DEFAULT_BASE, EXAMPLE_NVR))
+    normalizer = Normalizer(NvrTopics(DEFAULT_BASE, EXAMPLE_NVR))
     examples: dict[str, list[dict[str, Any]]] = {}
     for stream, item, history_ms, name in _STREAM_SAMPLES:
         message = validate_item(stream, item)
@@ -376,7 +376,7 @@ def _example_payload(stream: StreamName, publication: Publication) -> tuple[str,
 def _discovery_examples() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Two discovery configs and a registry list, from ``homeassistant.discovery_configs``."""
     configs = discovery_configs(
-        Topics(DEFAULT_BASE, EXAMPLE_NVR), INFO_EXAMPLE, prefix=DEFAULT_HA_PREFIX
+        NvrTopics(DEFAULT_BASE, EXAMPLE_NVR), INFO_EXAMPLE, prefix=DEFAULT_HA_PREFIX
     )
     picked = [t for t in configs if t.endswith(("/ch1_motion/config", "/buzzer/config"))]
     config_examples = [

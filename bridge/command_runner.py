@@ -41,11 +41,11 @@ from bridge.commands import (
     transaction_json,
 )
 from bridge.limits import InputLimits, topic_problem
-from bridge.normalize import Topics
 from bridge.nvr.client import NvrClient, NvrError, NvrHttpError, NvrRejected
 from bridge.observability import Metrics
 from bridge.publishing import InboundMessage, Publication, Publisher
 from bridge.redaction import NO_SECRETS, Redactor
+from bridge.topics import NvrTopics
 
 log = structlog.get_logger("bridge.commands")
 
@@ -79,7 +79,7 @@ class CommandRunner:
     def __init__(
         self,
         *,
-        topics: Topics,
+        topics: NvrTopics,
         client: NvrClient,
         link: Publisher,
         metrics: Metrics,
@@ -113,6 +113,8 @@ class CommandRunner:
         self._answered: OrderedDict[tuple[Any, ...], _Answered] = OrderedDict()
         self.inflight = 0
         self.peak_inflight = 0
+        # A channel's preset token by the preset's name or token (the presets poller's).
+        self.preset_token: Callable[[int, str], str | None] = lambda _channel, _name: None
 
     @property
     def nvr(self) -> str:
@@ -121,13 +123,7 @@ class CommandRunner:
 
     def subscriptions(self) -> list[str]:
         """The topic filters this NVR's requests arrive on."""
-        prefix = f"{self._topics.base}/{self._topics.nvr}"
-        return [
-            self._topics.request_filter(),
-            f"{prefix}/pin/+/set",
-            f"{prefix}/channel/+/alarm/set",
-            f"{prefix}/channel/+/record/set",
-        ]
+        return self._topics.subscriptions()
 
     def _count(self, command: str, outcome: str) -> None:
         self._metrics.child(self._metrics.commands, self.nvr, command, outcome).inc()
@@ -246,11 +242,14 @@ class CommandRunner:
                 allowed_by=self._allowed_by,
             )
 
-        if len(levels) == 2 and levels[0] == "request":
-            return parse(levels[1], message.payload, decoded=False)
-        convenience = convenience_request(levels, message.payload[:1024])
-        if convenience is None:
+        route = self._topics.route(levels)
+        if route is None:
             return None
+        if route.kind == "request":
+            return parse(route.name, message.payload, decoded=False)
+        convenience = convenience_request(
+            route, message.payload[:1024], preset_token=self.preset_token
+        )
         if convenience.request is not None:
             return parse(convenience.command, convenience.request, decoded=True)
         # A bad plain value: still refused first when the command may not run at all.

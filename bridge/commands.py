@@ -33,6 +33,7 @@ from pydantic import (
 
 from bridge.config import COMMAND_NAMES
 from bridge.limits import DEFAULT_JSON_MAX_DEPTH, INT32_MAX, json_depth_exceeds
+from bridge.topics import Route
 
 # A request is a small JSON object; a larger payload is refused unread (CONTRACT section 9).
 MAX_REQUEST_BYTES = 64 * 1024
@@ -436,19 +437,27 @@ class Convenience:
     error: str | None = None
 
 
-def convenience_request(levels: list[str], payload: bytes) -> Convenience | None:
-    """Map ``pin/{n}/set`` and ``channel/{ch}/{alarm|record}/set`` (levels after the NVR).
+def convenience_request(
+    route: Route,
+    payload: bytes,
+    *,
+    preset_token: Callable[[int, str], str | None] = lambda _channel, _name: None,
+) -> Convenience:
+    """Map a plain-valued topic's payload onto its command's JSON request.
 
-    Returns None when the levels are not a convenience topic.
+    The topics: ``pin/{n}/set``, ``channel/{ch}/alarm|record/set`` and
+    ``channel/{ch}/ptz/preset/set``; ``preset_token`` finds a channel's preset token by
+    the preset's name or token.
     """
-    text = payload.decode("utf-8", "replace").strip().lower()
-    if len(levels) == 3 and levels[0] == "pin" and levels[2] == "set":
-        number = _positive(levels[1])
+    text = payload.decode("utf-8", "replace").strip()
+    lowered = text.lower()
+    if route.kind == "pinSet":
+        number = _positive(route.name)
         if number is None:
             return Convenience(
-                "set_pin", None, f"invalid request: pin {levels[1]!r} is not a number >= 1"
+                "set_pin", None, f"invalid request: pin {route.name[:40]!r} is not a number >= 1"
             )
-        value = _ON_OFF.get(text)
+        value = _ON_OFF.get(lowered)
         if value is None:
             return Convenience(
                 "set_pin",
@@ -456,24 +465,40 @@ def convenience_request(levels: list[str], payload: bytes) -> Convenience | None
                 f"invalid request: payload must be 1, 0, ON or OFF; got {text[:40]!r}",
             )
         return Convenience("set_pin", {"pin": number, "value": value})
-    if len(levels) == 4 and levels[0] == "channel" and levels[3] == "set":
-        command = {"alarm": "manual_alarm", "record": "manual_record"}.get(levels[2])
-        if command is None:
-            return None
-        channel = _positive(levels[1])
-        if channel is None:
-            return Convenience(
-                command, None, f"invalid request: channel {levels[1]!r} is not a number >= 1"
-            )
-        action = _START_STOP.get(text)
-        if action is None:
+    command = _CONVENIENCE_COMMANDS[route.kind]
+    channel = _positive(route.name)
+    if channel is None:
+        return Convenience(
+            command, None, f"invalid request: channel {route.name[:40]!r} is not a number >= 1"
+        )
+    if route.kind == "presetSet":
+        token = preset_token(channel, text) if text else None
+        if token is None:
             return Convenience(
                 command,
                 None,
-                f"invalid request: payload must be start, stop, ON or OFF; got {text[:40]!r}",
+                f"invalid request: channel {channel} has no PTZ preset named {text[:60]!r} "
+                "(see its ptz/presets topic)",
             )
-        return Convenience(command, {"channel": channel, "command": action})
-    return None
+        return Convenience(
+            command,
+            {"channel": channel, "command": "goto_preset", "parameters": {"preset_token": token}},
+        )
+    action = _START_STOP.get(lowered)
+    if action is None:
+        return Convenience(
+            command,
+            None,
+            f"invalid request: payload must be start, stop, ON or OFF; got {text[:40]!r}",
+        )
+    return Convenience(command, {"channel": channel, "command": action})
+
+
+_CONVENIENCE_COMMANDS: dict[str, str] = {
+    "alarmSet": "manual_alarm",
+    "recordSet": "manual_record",
+    "presetSet": "ptz",
+}
 
 
 def _positive(level: str) -> int | None:

@@ -22,8 +22,8 @@ from typing import Any
 import orjson
 
 from bridge.limits import MAX_CHANNELS, is_channel_number
-from bridge.normalize import Topics, sanitize_level
 from bridge.publishing import Publication
+from bridge.topics import NvrTopics, sanitize_level
 
 MANUFACTURER = "EverFocus"
 DEFAULT_OUTPUT_PINS = 4
@@ -88,7 +88,7 @@ def _device(nvr: str, info: dict[str, Any]) -> dict[str, Any]:
 
 
 def discovery_configs(
-    topics: Topics, info: dict[str, Any], *, prefix: str, output_pins: int = DEFAULT_OUTPUT_PINS
+    topics: NvrTopics, info: dict[str, Any], *, prefix: str, output_pins: int = DEFAULT_OUTPUT_PINS
 ) -> dict[str, dict[str, Any]]:
     """Every discovery topic of one NVR and its config payload (pure)."""
     nvr = topics.nvr
@@ -218,7 +218,7 @@ class DiscoveryRegistry:
         for topic in sorted(topics):
             self.publish(Publication(topic, b"", True, nvr))
 
-    def announce(self, topics: Topics, info: dict[str, Any]) -> None:
+    def announce(self, topics: NvrTopics, info: dict[str, Any]) -> None:
         """Publish one NVR's discovery configs (after each login) and record them."""
         nvr = topics.nvr
         configs = discovery_configs(topics, info, prefix=self.prefix)

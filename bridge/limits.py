@@ -21,6 +21,8 @@ INT32_MAX = 2**31 - 1
 MAX_CHANNELS = 4096
 # Epoch milliseconds up to the end of year 9999: a time beyond it is not a real time.
 MAX_EPOCH_MS = 253_402_300_799_999
+# A topic level taken from peer data is cut at this many characters.
+MAX_LEVEL_CHARS = 1000
 # MQTT's topic length limit (a two-byte length prefix, in UTF-8 bytes).
 MAX_TOPIC_BYTES = 65_535
 

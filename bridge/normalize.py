@@ -19,17 +19,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from pydantic import ValidationError
 
-from bridge.limits import (
-    DEFAULT_JSON_MAX_DEPTH,
-    MAX_CHANNELS,
-    UNSAFE_LEVEL_CHARS,
-    json_depth_exceeds,
-)
+from bridge.limits import DEFAULT_JSON_MAX_DEPTH, MAX_CHANNELS, MAX_LEVEL_CHARS, json_depth_exceeds
 from bridge.nvr.models import (
     STREAM_MODELS,
     CameraStatusMessage,
@@ -42,9 +37,11 @@ from bridge.nvr.models import (
 )
 from bridge.publishing import Publication
 from bridge.redaction import NO_SECRETS, Redactor
+from bridge.topics import NvrTopics, sanitize_level
+
+__all__ = ["MAX_LEVEL_CHARS", "Normalizer", "Publication", "sanitize_level"]
 
 MAX_FRAME_BYTES = 1024 * 1024
-MAX_LEVEL_CHARS = 1000
 TOPIC_CACHE_SIZE = 4096  # event/meta topics remembered per NVR (channel x type)
 STATE_VALUES = frozenset({"active", "inactive"})
 # Rejection reasons kept per frame for the log line; every rejection is still counted.
@@ -65,17 +62,6 @@ class FrameRejected(RejectedInput):
 
 class ItemRejected(RejectedInput):
     """One item of a frame was rejected; the frame's other items still count."""
-
-
-def sanitize_level(value: str) -> str:
-    """Make NVR text safe as one topic level (CONTRACT sections 4 and 9).
-
-    Separators, wildcards, whitespace, controls, noncharacters, bidi and invisible
-    characters each become one ``_``; an empty level is ``_``.
-    """
-    if len(value) > MAX_LEVEL_CHARS:
-        value = value[:MAX_LEVEL_CHARS]
-    return UNSAFE_LEVEL_CHARS.sub("_", value) or "_"
 
 
 @lru_cache(maxsize=1)
@@ -164,46 +150,6 @@ def validate_item(
         raise ItemRejected(_describe_validation(exc)) from None
 
 
-@dataclass(frozen=True, slots=True)
-class Topics:
-    """The topic names of one NVR (CONTRACT.md section 4)."""
-
-    base: str
-    nvr: str
-
-    @property
-    def bridge_state(self) -> str:
-        """The bridge's own online/offline topic (also its Last Will)."""
-        return f"{self.base}/bridge/state"
-
-    @property
-    def availability(self) -> str:
-        """The NVR's online/offline topic."""
-        return f"{self.base}/{self.nvr}/availability"
-
-    @property
-    def info(self) -> str:
-        """The NVR's identity and camera list."""
-        return f"{self.base}/{self.nvr}/info"
-
-    def channel(self, channel: int | None) -> str:
-        """The channel's topic prefix; ``system`` when the NVR gave no channel."""
-        level = "system" if channel is None else str(channel)
-        return f"{self.base}/{self.nvr}/channel/{level}"
-
-    def request_filter(self) -> str:
-        """The subscription that receives every command request for this NVR."""
-        return f"{self.base}/{self.nvr}/request/+"
-
-    def request(self, command: str) -> str:
-        """The request topic of one command."""
-        return f"{self.base}/{self.nvr}/request/{command}"
-
-    def response(self, command: str) -> str:
-        """Where the outcome of a command is published."""
-        return f"{self.base}/{self.nvr}/response/{sanitize_level(command)}"
-
-
 def compact_json(payload: Any, **options: Any) -> bytes:
     """``orjson.dumps``, copied to its exact size.
 
@@ -218,6 +164,7 @@ def _dumps(payload: Mapping[str, Any]) -> bytes:
 
 
 StatusKey = tuple[bool, bool, bool, bool | None]
+TopicKind = Literal["event", "event_state", "meta"]
 
 
 @dataclass(slots=True)
@@ -232,7 +179,7 @@ class Normalizer:
     stream naming more is refused item by item.
     """
 
-    topics: Topics
+    topics: NvrTopics
     redactor: Redactor = NO_SECRETS
     max_depth: int = DEFAULT_JSON_MAX_DEPTH
     _status: dict[int, StatusKey] = field(default_factory=dict)
@@ -250,15 +197,19 @@ class Normalizer:
             "message": self.message,
         }
 
-    def _channel_topic(self, channel: int | None, kind: str, name: str) -> str:
-        """``{base}/{nvr}/channel/{ch}/{kind}/{name}``, built once per channel and name."""
+    def _channel_topic(self, channel: int | None, kind: TopicKind, name: str) -> str:
+        """An event, event state or meta topic, built once per channel and name."""
         key = (channel, kind, name)
         topic = self._topic_cache.get(key)
         if topic is None:
             if len(self._topic_cache) >= TOPIC_CACHE_SIZE:
                 self._topic_cache.clear()  # names from the NVR are few; this bounds them
-            topic = f"{self.topics.channel(channel)}/{kind}/{sanitize_level(name)}"
-            self._topic_cache[key] = topic
+            build = {
+                "event": self.topics.event,
+                "event_state": self.topics.event_state,
+                "meta": self.topics.meta,
+            }[kind]
+            topic = self._topic_cache[key] = build(channel, sanitize_level(name))
         return topic
 
     def forget_status(self) -> None:
@@ -306,7 +257,8 @@ class Normalizer:
             payload["time"] = history_ms
         out = [Publication(topic, _dumps(payload), False, nvr, "event")]
         if msg.state in STATE_VALUES and history_ms is None:
-            out.append(Publication(f"{topic}/state", msg.state.encode(), True, nvr, "event"))
+            state_topic = self._channel_topic(msg.channel, "event_state", kind)
+            out.append(Publication(state_topic, msg.state.encode(), True, nvr, "event"))
         return out
 
     def meta(
@@ -334,7 +286,7 @@ class Normalizer:
         """A disk or system exception."""
         nvr = self.topics.nvr
         name = self.redactor.text(msg.exception)
-        topic = f"{self.topics.base}/{nvr}/exception/{sanitize_level(name)}"
+        topic = self.topics.exception(name)
         payload = {
             "nvr": nvr,
             "exception": name,
@@ -368,7 +320,7 @@ class Normalizer:
             "manual": msg.manual,
             "timestamp": timestamp,
         }
-        topic = f"{self.topics.channel(msg.channel)}/status"
+        topic = self.topics.status(msg.channel)
         return [Publication(topic, _dumps(payload), True, nvr, "status")]
 
     def message(
@@ -377,7 +329,7 @@ class Normalizer:
         """A system notification, with every secret in it masked (CONTRACT section 9)."""
         nvr = self.topics.nvr
         name = self.redactor.text(msg.message)
-        topic = f"{self.topics.base}/{nvr}/message/{sanitize_level(name)}"
+        topic = self.topics.message(name)
         payload = {
             "nvr": nvr,
             "message": name,

@@ -21,13 +21,14 @@ from bridge.command_runner import CommandRunner
 from bridge.config import BridgeConfig, NvrConfig
 from bridge.homeassistant import cameras_from_info
 from bridge.limits import InputLimits
-from bridge.normalize import Normalizer, Topics, format_timestamp
+from bridge.normalize import Normalizer, format_timestamp
 from bridge.nvr.client import NvrClient, NvrError, NvrHttpError
 from bridge.nvr.models import STREAM_NAMES, StreamName
 from bridge.nvr.streams import StreamListener
 from bridge.observability import Metrics
 from bridge.publishing import Publication, Publisher
 from bridge.redaction import NO_SECRETS, Redactor
+from bridge.topics import NvrTopics
 
 log = structlog.get_logger("bridge.nvr")
 
@@ -47,7 +48,7 @@ class NvrSupervisor:
         link: Publisher,
         metrics: Metrics,
         login_gate: asyncio.Semaphore,
-        on_info: Callable[[Topics, dict[str, Any]], None] | None = None,
+        on_info: Callable[[NvrTopics, dict[str, Any]], None] | None = None,
         redactor: Redactor = NO_SECRETS,
         limits: InputLimits | None = None,
     ) -> None:
@@ -56,7 +57,7 @@ class NvrSupervisor:
         self._redactor = redactor
         self._on_info = on_info
         self.id = nvr.id
-        self.topics = Topics(config.base_topic, nvr.id)
+        self.topics = NvrTopics(config.base_topic, nvr.id)
         self._link = link
         self._metrics = metrics
         self._login_seen = asyncio.Event()

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from bridge.commands import (
     COMMANDS,
+    Convenience,
     ParsedRequest,
     RestCall,
     convenience_request,
@@ -20,6 +21,16 @@ from bridge.commands import (
     parse_timestamp,
 )
 from bridge.config import COMMAND_NAMES
+from bridge.topics import NvrTopics
+
+
+def convenience_of(levels: list[str], payload: bytes) -> Convenience | None:
+    """The convenience request of topic levels after the NVR id; None for other topics."""
+    route = NvrTopics("b", "n").route(levels)
+    if route is None or route.kind == "request":
+        return None
+    return convenience_request(route, payload)
+
 
 NOW = 1_700_000_000.0
 NOW_MS = int(NOW * 1000)
@@ -502,7 +513,7 @@ def test_real_clock_request_is_fresh() -> None:
 )
 def test_convenience_pin_set(payload: bytes, value: int) -> None:
     """pin/{n}/set takes 1/0/ON/OFF (any case) and maps to set_pin."""
-    convenience = convenience_request(["pin", "3", "set"], payload)
+    convenience = convenience_of(["pin", "3", "set"], payload)
     assert convenience is not None
     assert convenience.command == "set_pin"
     assert convenience.error is None
@@ -532,7 +543,7 @@ def test_convenience_channel_alarm_and_record(
     kind: str, command: str, payload: bytes, action: str
 ) -> None:
     """channel/{ch}/alarm/set and record/set take start/stop/ON/OFF."""
-    convenience = convenience_request(["channel", "2", kind, "set"], payload)
+    convenience = convenience_of(["channel", "2", kind, "set"], payload)
     assert convenience is not None
     assert convenience.command == command
     assert convenience.error is None
@@ -558,7 +569,7 @@ def test_convenience_bad_values_give_errors(
     levels: list[str], payload: bytes, command: str
 ) -> None:
     """A bad plain value or number is an error sentence for the command, no request."""
-    convenience = convenience_request(levels, payload)
+    convenience = convenience_of(levels, payload)
     assert convenience is not None
     assert convenience.command == command
     assert convenience.request is None
@@ -570,7 +581,7 @@ def test_convenience_bad_values_give_errors(
 def test_convenience_unicode_digit_number_is_an_error_not_a_crash(number: str) -> None:
     """A topic number made of Unicode digits int() cannot read is an error, not an exception."""
     for levels in (["pin", number, "set"], ["channel", number, "alarm", "set"]):
-        convenience = convenience_request(levels, b"1")
+        convenience = convenience_of(levels, b"1")
         assert convenience is not None
         assert convenience.request is None
         assert convenience.error
@@ -592,7 +603,7 @@ def test_convenience_unicode_digit_number_is_an_error_not_a_crash(number: str) -
 )
 def test_convenience_other_topics_are_none(levels: list[str]) -> None:
     """Topics that are not convenience topics give None."""
-    assert convenience_request(levels, b"1") is None
+    assert convenience_of(levels, b"1") is None
 
 
 # -- properties ------------------------------------------------------------------------

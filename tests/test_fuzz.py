@@ -15,10 +15,27 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.commands import COMMANDS, ParsedRequest, PtzCommand, convenience_request, parse_request
+from bridge.commands import (
+    COMMANDS,
+    Convenience,
+    ParsedRequest,
+    PtzCommand,
+    convenience_request,
+    parse_request,
+)
 from bridge.config import COMMAND_NAMES
-from bridge.normalize import Normalizer, Topics, process_frame
+from bridge.normalize import Normalizer, process_frame
 from bridge.nvr.models import STREAM_NAMES, StreamName
+from bridge.topics import NvrTopics
+
+
+def convenience_of(levels: list[str], payload: bytes) -> Convenience | None:
+    """The convenience request of topic levels after the NVR id; None for other topics."""
+    route = NvrTopics("b", "n").route(levels)
+    if route is None or route.kind == "request":
+        return None
+    return convenience_request(route, payload)
+
 
 pytestmark = pytest.mark.slow
 
@@ -131,7 +148,7 @@ def test_process_frame_never_raises_on_json_frames(
 ) -> None:
     """Any JSON-ish frame on any stream gives publications and rejection sentences only."""
     stream, frames = case
-    normalizer = Normalizer(Topics("everfocus", "nvr1"))
+    normalizer = Normalizer(NvrTopics("everfocus", "nvr1"))
     for frame in frames:
         check_outcome(normalizer, stream, frame)
 
@@ -145,7 +162,7 @@ def test_process_frame_never_raises_on_arbitrary_input(
     stream: StreamName, raw: bytes | str
 ) -> None:
     """Arbitrary bytes or text (surrogates included) never make process_frame raise."""
-    check_outcome(Normalizer(Topics("everfocus", "nvr1")), stream, raw)
+    check_outcome(Normalizer(NvrTopics("everfocus", "nvr1")), stream, raw)
 
 
 # -- requests --------------------------------------------------------------------------
@@ -318,7 +335,7 @@ convenience_payloads = st.sampled_from(
 @given(levels=convenience_levels, payload=convenience_payloads)
 def test_convenience_request_never_raises(levels: list[str], payload: bytes) -> None:
     """Any convenience topic levels and payload give None, a request or an error sentence."""
-    convenience = convenience_request(levels, payload)
+    convenience = convenience_of(levels, payload)
     if convenience is None:
         return
     assert (convenience.request is None) != (convenience.error is None)

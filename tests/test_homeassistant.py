@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from bridge.homeassistant import cameras_from_info, discovery_configs
-from bridge.normalize import Topics
+from bridge.topics import NvrTopics
 from tests.conftest import make_config, nvr_config, watch
 
 INFO = {
@@ -32,7 +32,7 @@ REQUIRED = {
 
 def test_discovery_configs_carry_ha_required_keys_and_real_topics():
     """Every config has a unique id, the device identity, availability and real topics."""
-    topics = Topics("everfocus", "lobby")
+    topics = NvrTopics("everfocus", "lobby")
     configs = discovery_configs(topics, INFO, prefix="homeassistant")
     unique_ids = set()
     for topic, config in configs.items():

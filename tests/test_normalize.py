@@ -24,7 +24,6 @@ from bridge.normalize import (
     ItemRejected,
     Normalizer,
     Publication,
-    Topics,
     format_timestamp,
     parse_frame,
     process_frame,
@@ -34,6 +33,7 @@ from bridge.normalize import (
 from bridge.nvr.auth import LoginChallenge, digest_response, login_body
 from bridge.nvr.models import STREAM_NAMES, EventHookMessage, StreamName
 from bridge.redaction import redact_value
+from bridge.topics import NvrTopics
 
 BASE = "everfocus"
 NVR = "nvr1"
@@ -76,7 +76,7 @@ VALID_ITEMS: dict[StreamName, dict[str, Any]] = {
 
 @pytest.fixture
 def normalizer() -> Normalizer:
-    return Normalizer(Topics(BASE, NVR))
+    return Normalizer(NvrTopics(BASE, NVR))
 
 
 def run(normalizer: Normalizer, stream: StreamName, frame: Any) -> list[Publication]:
@@ -662,7 +662,7 @@ def test_sanitize_level_is_never_empty_and_has_no_separator(text: str) -> None:
 )
 def test_any_event_type_gives_a_safe_topic(text: str, channel: int | None, state: str) -> None:
     """Any event Type gives a 6-level topic (7 for /state) without wildcards or NUL."""
-    normalizer = Normalizer(Topics(BASE, NVR))
+    normalizer = Normalizer(NvrTopics(BASE, NVR))
     message = EventHookMessage.model_validate({"ChannelID": channel, "Type": text, "State": state})
     publications = normalizer.normalize("event", message, TS)
     assert_safe_topic(publications[0].topic, 6)
@@ -677,7 +677,7 @@ def test_any_event_type_gives_a_safe_topic(text: str, channel: int | None, state
 def test_any_meta_type_gives_a_safe_topic(text: str, channel: int | None) -> None:
     """Any meta Type gives a 6-level topic without wildcards or NUL."""
     outcome = process_frame(
-        Normalizer(Topics(BASE, NVR)),
+        Normalizer(NvrTopics(BASE, NVR)),
         "meta",
         orjson.dumps({"ChannelID": channel, "Type": text, "Data": text}),
         TS,
@@ -692,7 +692,7 @@ def test_any_meta_type_gives_a_safe_topic(text: str, channel: int | None) -> Non
 def test_any_exception_name_gives_a_safe_topic(text: str) -> None:
     """Any exception name gives a 4-level topic without wildcards or NUL."""
     outcome = process_frame(
-        Normalizer(Topics(BASE, NVR)),
+        Normalizer(NvrTopics(BASE, NVR)),
         "exception",
         orjson.dumps({"exception": text, "time": 1}),
         TS,
@@ -707,7 +707,7 @@ def test_any_exception_name_gives_a_safe_topic(text: str) -> None:
 def test_any_message_name_gives_a_safe_topic(text: str) -> None:
     """Any message name gives a 4-level topic without wildcards or NUL."""
     outcome = process_frame(
-        Normalizer(Topics(BASE, NVR)),
+        Normalizer(NvrTopics(BASE, NVR)),
         "message",
         orjson.dumps({"message": text, "time": 1}),
         TS,
@@ -775,12 +775,12 @@ def test_login_challenge_from_json() -> None:
 
 
 def test_topic_cache_stays_bounded_and_gives_the_same_topics(monkeypatch: pytest.MonkeyPatch):
-    """Topics are built once per channel and type, and an NVR inventing names cannot
+    """NvrTopics are built once per channel and type, and an NVR inventing names cannot
     grow the cache past its bound."""
     import bridge.normalize as normalize_module
 
     monkeypatch.setattr(normalize_module, "TOPIC_CACHE_SIZE", 8)
-    normalizer = Normalizer(Topics(BASE, NVR))
+    normalizer = Normalizer(NvrTopics(BASE, NVR))
     for i in range(100):
         message = EventHookMessage(ChannelID=1, Type=f"T/{i}#", State="once")
         (publication,) = normalizer.normalize("event", message, "t")
