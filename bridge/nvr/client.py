@@ -409,9 +409,12 @@ class NvrClient:
         if generation != self._generation or generation == self._working_generation:
             return None
         error = LoginRefused(
-            f"the NVR accepted the login but answered 401 to {what} on the new session; "
-            "backing off as after a refused login"
+            "the NVR accepted the login but answered 401 on the new session "
+            f"(first to {what}); backing off as after a refused login"
         )
+        if self._refused_generation == generation - 1 and self._last_failure is not None:
+            # The same refusal again: word it as before, so it is logged once.
+            error = LoginRefused(self._last_failure)
         self.invalidate(generation)
         if self._refused_generation != generation:
             self._refused_generation = generation
@@ -455,12 +458,21 @@ class NvrClient:
             raise LoginRefused(f"the NVR refused the login: {_description(answer)}")
         if answer.get("option") == "needToChangePasswd":
             log.warning("nvr asks to change the password", url=self.config.url)
-        self._login_backoff.reset()
         self._metrics.logins.labels(self.nvr, "ok").inc()
+        # The backoff and the failure line are reset once a request works on the session
+        # (``_session_worked``): an NVR that accepts the login and refuses the session
+        # must keep backing off, and say so once.
+        report = log.debug if self._last_failure is not None else log.info
+        report("logged in", url=self.config.url, username=username)
+
+    def _session_worked(self, generation: int) -> None:
+        """A request succeeded on the session of ``generation``: the login really works."""
+        if generation == self._working_generation:
+            return
+        self._working_generation = generation
+        self._login_backoff.reset()
         if self._last_failure is not None:
-            log.info("logged in again", url=self.config.url, username=username)
-        else:
-            log.info("logged in", url=self.config.url, username=username)
+            log.info("logged in again", url=self.config.url, username=self.config.username)
         self._last_failure = None
         self.login_problem = None
 
@@ -502,6 +514,7 @@ class NvrClient:
         the session cookie along. 303 (and 301/302 of a POST) continue as a GET.
         """
         target: str | URL = path
+        current = str(self._base.join(URL(path)))
         for _hop in range(MAX_REDIRECTS + 1):
             async with self.session.request(
                 method,
@@ -517,18 +530,19 @@ class NvrClient:
                 if response.status not in REDIRECT_STATUSES:
                     return response.status, await read_bounded(response, limit, path)
                 location = response.headers.get("Location", "")[:500]
-            target = self._redirect_target(path, location)
+            current = self._redirect_target(path, current, location)
+            target = URL(URL(current).raw_path_qs, encoded=True)
             params = None
             if response.status == 303 or (response.status in (301, 302) and method == "POST"):
                 method, body = "GET", None
         raise NvrRedirected(f"the NVR redirected {path} more than {MAX_REDIRECTS} times", path)
 
-    def _redirect_target(self, path: str, location: str) -> URL:
-        """The same-origin URL a redirect points to; NvrRedirected for any other."""
+    def _redirect_target(self, path: str, current: str, location: str) -> str:
+        """The same-origin URL a redirect from ``current`` points to; else NvrRedirected."""
         if not location:
             raise NvrRedirected(f"the NVR redirected {path} without a Location", location)
         try:
-            resolved = urljoin(str(self._base.join(URL(path))), location)
+            resolved = urljoin(current, location)
             same = _origin(resolved) == self._origin
         except ValueError:
             raise NvrRedirected(
@@ -540,7 +554,7 @@ class NvrClient:
                 "so the session cookie and the login stay with the NVR",
                 location,
             )
-        return URL(URL(resolved).raw_path_qs, encoded=True)
+        return resolved
 
     # --- REST ------------------------------------------------------------------------------
 
@@ -580,7 +594,7 @@ class NvrClient:
                 raise self._session_refused(generation, path) or NvrHttpError(
                     "the NVR answered 401 even after a fresh login", 401
                 )
-        self._working_generation = generation
+        self._session_worked(generation)
         if not 200 <= answer.status < 300:
             raise NvrHttpError(
                 f"the NVR answered HTTP {answer.status}: {_description(answer.body)}",
@@ -669,7 +683,7 @@ class NvrClient:
                 # An invalid URI or port the library could not use.
                 raise HandshakeFailed(f"handshake failed: {_short(exc)}") from None
             else:
-                self._working_generation = generation
+                self._session_worked(generation)
                 return connection
         raise AssertionError("unreachable")  # pragma: no cover
 
