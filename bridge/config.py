@@ -213,7 +213,9 @@ class MqttConfig(_Model):
     protocol: Literal["5", "3.1.1", "auto"] = Field(
         default="auto", description="MQTT 5, 3.1.1, or auto: 5 falling back to 3.1.1."
     )
-    qos: Literal[0, 1, 2] = Field(default=1, description="QoS of everything published.")
+    qos: Literal[0, 1] = Field(
+        default=1, description="QoS of everything published: 1 (at least once) or 0."
+    )
     session_expiry: int = Field(
         default=3600, ge=0, description="Seconds the broker keeps the session while away."
     )
@@ -231,7 +233,14 @@ class MqttConfig(_Model):
     def _qos_from_text(cls, value: Any) -> Any:
         # Environment variables are text: "1" means 1.
         if isinstance(value, str) and value.strip() in ("0", "1", "2"):
-            return int(value)
+            value = int(value)
+        if value == 2:
+            raise ValueError(
+                "QoS 2 is not offered: the bridge delivers every message at least once with "
+                "QoS 1 (a message whose acknowledgement was lost is sent again; consumers "
+                "that must not see it twice match the payload's timestamp), or at most once "
+                "with 0; set 1 or 0"
+            )
         return value
 
     @field_validator("url")

@@ -139,11 +139,25 @@ def test_env_only_all_nvr_and_mqtt_settings(tmp_path: Path) -> None:
     assert config.spool_dir == "/var/spool/bridge"
 
 
-@pytest.mark.parametrize("qos", [0, 1, 2])
+@pytest.mark.parametrize("qos", [0, 1])
 def test_mqtt_qos_from_env(qos: int) -> None:
     """BRIDGE_MQTT_QOS (text, like every variable) sets the publish QoS."""
     config = load_config(None, {"BRIDGE_NVR_URL": NVR_URL, "BRIDGE_MQTT_QOS": str(qos)})
     assert config.mqtt.qos == qos
+
+
+@pytest.mark.parametrize("qos", ["2", 2])
+def test_mqtt_qos_2_is_refused_with_a_reason(qos: object, tmp_path: Path) -> None:
+    """QoS 2 is not offered: a clear configuration error says why and what to set."""
+    if isinstance(qos, str):
+        file, environ = None, {"BRIDGE_NVR_URL": NVR_URL, "BRIDGE_MQTT_QOS": qos}
+    else:
+        file, environ = write_yaml(tmp_path, {"nvrs": [{"url": NVR_URL}], "mqtt": {"qos": 2}}), {}
+    with pytest.raises(ConfigError) as error:
+        load_config(file, environ)
+    (problem,) = error.value.problems
+    assert "QoS 2 is not offered" in problem
+    assert "set 1 or 0" in problem
 
 
 def test_mqtt_qos_from_yaml(tmp_path: Path) -> None:
