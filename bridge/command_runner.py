@@ -367,12 +367,18 @@ class CommandRunner:
         }
         payload = _encode(document)
         limit = self._limits.response_max_bytes
-        if len(payload) > limit:
+        broker_limit = self._link.max_payload
+        if len(payload) > min(limit, broker_limit):
+            setting = (
+                "BRIDGE_RESPONSE_MAX_BYTES"
+                if limit <= broker_limit
+                else "the broker's Maximum Packet Size"
+            )
             document["status"], document["result"] = "error", None
             document["error"] = (
                 f"result too large: the response would be {len(payload)} bytes, more than "
-                f"{limit} (BRIDGE_RESPONSE_MAX_BYTES); narrow the request (a shorter time "
-                "range, fewer channels)"
+                f"{min(limit, broker_limit)} ({setting}); narrow the request (a shorter "
+                "time range, fewer channels)"
             )
             payload = _encode(document)
         self._send(parsed.command, payload, route)

@@ -53,3 +53,10 @@ class Publisher(Protocol):
 
     async def wait_for_room(self) -> None:
         """Wait while the broker lags far behind (backpressure for readers)."""
+
+    @property
+    def max_payload(self) -> int:
+        """The largest payload the broker takes now; a larger publication would be dropped.
+
+        The broker's Maximum Packet Size less room for the topic and the headers.
+        """

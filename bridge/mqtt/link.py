@@ -40,6 +40,7 @@ import structlog
 from bridge.backoff import Backoff
 from bridge.config import MqttConfig
 from bridge.limits import topic_problem
+from bridge.mqtt import codec
 from bridge.mqtt.codec import V5, V311, Connect, Oversized, Publish, Subscription, Will
 from bridge.mqtt.connection import ConnectionLost, ConnectRefused, MqttConnection, PacketTooLarge
 from bridge.observability import Metrics
@@ -73,6 +74,9 @@ POISON_STRIKES = 3
 MAX_INCOMING = 4 * 1024 * 1024
 # Retained payload bytes remembered for republishing after a reconnect, at most.
 RETAINED_BYTES = 64 * 1024 * 1024
+# Room left in a packet for its topic, packet id and headers (the bridge's own topics are
+# far shorter).
+PAYLOAD_MARGIN = 1024
 # Log lines about dropped messages: the first, then one per this many.
 LOG_EVERY = 1000
 
@@ -185,6 +189,7 @@ class MqttLink:
         self._progress_at = time.monotonic()
         self._strikes: dict[int, int] = {}  # outbox seq -> poison strikes
         self._session_up = False  # a session was established (for the lost-vs-failed line)
+        self._broker_packet_limit: int | None = None  # the last CONNACK's, if any
         self._connected_at = 0.0
 
     # --- what the rest of the bridge uses ------------------------------------------------
@@ -203,6 +208,16 @@ class MqttLink:
     def protocol(self) -> str:
         """The MQTT protocol version in use (``5`` or ``3.1.1``)."""
         return "5" if self._v5 else "3.1.1"
+
+    @property
+    def max_payload(self) -> int:
+        """The largest payload the broker takes (Maximum Packet Size less topic room)."""
+        limit = self._config.max_packet or codec.MAX_REMAINING_LENGTH
+        if self._connection is not None:
+            limit = min(limit, self._connection.maximum_packet_size)
+        elif self._broker_packet_limit is not None:
+            limit = min(limit, self._broker_packet_limit)
+        return max(0, limit - PAYLOAD_MARGIN)
 
     @property
     def retained_topics(self) -> int:
@@ -342,6 +357,7 @@ class MqttLink:
             if limit is not None:
                 connection.maximum_packet_size = min(connection.maximum_packet_size, limit)
             self._window = max(1, min(PUBLISH_WINDOW, connection.receive_maximum))
+            self._broker_packet_limit = connection.maximum_packet_size
             connection.publish(
                 self._state_topic.encode(), b"online", min(self._config.qos, 1), True
             )
