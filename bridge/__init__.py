@@ -1,8 +1,14 @@
 """nvr-bridge: EverFocus NVR event streams and commands, bridged to MQTT."""
 
 import sys as _sys
+from importlib.metadata import PackageNotFoundError as _NotInstalled
+from importlib.metadata import version as _version
 
-__version__ = "0.1.0"
+try:
+    # One place holds the version: pyproject.toml, read back from the installed package.
+    __version__ = _version("nvr-bridge")
+except _NotInstalled:  # pragma: no cover - running from a source tree never installed
+    __version__ = "0+unknown"
 
 
 def _import_structlog_without_rich() -> None:

@@ -26,13 +26,15 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from bridge import __version__
 from bridge.backoff import Backoff
-from bridge.config import BridgeConfig, secrets_of
+from bridge.config import NVR_ID_PATTERN, BridgeConfig, secrets_of
 from bridge.homeassistant import DiscoveryRegistry
 from bridge.limits import InputLimits
 from bridge.mqtt import MqttLink
+from bridge.normalize import compact_json, format_timestamp
 from bridge.observability import HealthServer, Metrics
-from bridge.publishing import InboundMessage
+from bridge.publishing import InboundMessage, Publication
 from bridge.redaction import Redactor
 from bridge.supervisor import NvrSupervisor
 from bridge.topics import BridgeTopics
@@ -43,6 +45,9 @@ if TYPE_CHECKING:
 log = structlog.get_logger("bridge")
 
 SHUTDOWN_FLUSH_SECONDS = 3.0
+# How long the bridge looks at the retained topics of an NVR that left the configuration.
+REMOVED_LOOK_SECONDS = 30.0
+MAX_REMOVED_NVRS = 1000
 # An NVR whose tasks ran this long before failing starts its restart backoff afresh.
 STABLE_RUN_SECONDS = 60.0
 
@@ -62,6 +67,7 @@ class Bridge:
         self.config = config
         self.topics = BridgeTopics(config.base_topic, config.ha_prefix)
         self.metrics = Metrics()
+        self.metrics.build_info.labels(__version__).set(1)
         self.redactor = Redactor(secrets_of(config))
         self.spool: Spool | None = None
         if config.spool_dir:
@@ -91,6 +97,11 @@ class Bridge:
         )
         # Always read back earlier discovery lists, so turning discovery off clears it.
         self.link.subscribe(self.topics.discovery_registry_filter)
+        # Every NVR's availability: one the configuration no longer has is cleared.
+        self.link.subscribe(self.topics.availability_filter)
+        self._configured = frozenset(n.id for n in config.nvrs)
+        self._removed: set[str] = set()
+        self.link.on_connected(self._publish_bridge_info)
         self.nvrs: dict[str, NvrSupervisor] = {}
         for nvr in config.assigned_nvrs():
             supervisor = NvrSupervisor(
@@ -164,7 +175,40 @@ class Bridge:
         nvr, levels = found
         supervisor = self.nvrs.get(nvr)
         if supervisor is not None:
-            supervisor.commands.handle(message, levels)
+            if levels != ["availability"]:
+                supervisor.commands.handle(message, levels)
+            return
+        if nvr not in self._configured and nvr != "bridge":
+            self._clear_removed(nvr, message)
+
+    def _clear_removed(self, nvr: str, message: InboundMessage) -> None:
+        """A retained topic of an NVR the configuration no longer has: clear it.
+
+        Its availability shows it exists; a look at everything under it finds the rest
+        of its retained topics (status, event states, pins...), each cleared with an
+        empty retained payload, as the discovery registry does for Home Assistant.
+        """
+        if not message.retain or not message.payload:
+            return
+        if nvr not in self._removed:
+            if len(self._removed) >= MAX_REMOVED_NVRS or not NVR_ID_PATTERN.fullmatch(nvr):
+                return
+            self._removed.add(nvr)
+            log.info("clearing the retained topics of a removed nvr", nvr=nvr)
+            self.link.subscribe_for(self.topics.everything_of(nvr), REMOVED_LOOK_SECONDS)
+        self.link.publish(Publication(message.topic, b"", True, ""))
+
+    def _publish_bridge_info(self) -> None:
+        """``{base}/bridge/info`` after each connect (CONTRACT section 10)."""
+        info = {
+            "version": __version__,
+            "nvrs": sorted(self.nvrs),
+            "commands": sorted(self.config.commands),
+            "protocol": self.link.protocol,
+            "shard": self.config.shard,
+            "timestamp": format_timestamp(time.time()),
+        }
+        self.link.publish(Publication(self.topics.info, compact_json(info), True, ""))
 
     def _warn_insecure(self) -> None:
         mqtt = self.config.mqtt
@@ -223,6 +267,7 @@ class Bridge:
             await self._start_http()
         log.info(
             "bridge starting",
+            version=__version__,
             shard=self.config.shard,
             nvrs=list(self.nvrs) if len(self.nvrs) <= 20 else len(self.nvrs),
             broker=self.config.mqtt.url,

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from bridge import __version__
 from bridge.config import BridgeConfig, ConfigError, load_config, masked, secrets_of
 
 EXIT_CONFIG = 2
@@ -190,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--config", metavar="FILE", help="YAML configuration file (else BRIDGE_CONFIG_FILE)"
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"nvr-bridge {__version__}", help="print the version"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -25,7 +25,7 @@ import hashlib
 import json
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -41,7 +41,7 @@ from bridge.commands import (
     transaction_json,
 )
 from bridge.limits import InputLimits, topic_problem
-from bridge.nvr.client import NvrClient, NvrError, NvrHttpError, NvrRejected
+from bridge.nvr.client import NvrAnswer, NvrClient, NvrError, NvrHttpError, NvrRejected
 from bridge.observability import Metrics
 from bridge.publishing import InboundMessage, Publication, Publisher
 from bridge.redaction import NO_SECRETS, Redactor
@@ -55,6 +55,7 @@ REPEAT_WINDOW = 600.0
 REPEAT_MEMORY = 10_000
 
 Route = tuple[str | None, bytes | None]
+AfterCommand = Callable[[ParsedRequest, NvrAnswer], Awaitable[None]]
 
 
 class _Job(NamedTuple):
@@ -93,6 +94,7 @@ class CommandRunner:
         reserved_prefixes: tuple[str, ...] = (),
         response_topic_prefix: str | None = None,
         allowed_by: str = "BRIDGE_COMMANDS",
+        after: AfterCommand | None = None,
     ) -> None:
         self._topics = topics
         self._client = client
@@ -108,6 +110,7 @@ class CommandRunner:
         self._limits = limits or InputLimits()
         self._reserved = (f"{topics.base}/", *reserved_prefixes)
         self._response_prefix = response_topic_prefix
+        self._after = after
         self._queue: deque[_Job] = deque()
         self._idle: deque[asyncio.Future[None]] = deque()
         self._answered: OrderedDict[tuple[Any, ...], _Answered] = OrderedDict()
@@ -339,6 +342,13 @@ class CommandRunner:
                 command=parsed.command,
                 transaction=_short(parsed.transaction),
             )
+            if self._after is not None:
+                # What the command changed is published before its response (a snapshot's
+                # image, for one): a client that sees "ok" finds it there.
+                try:
+                    await self._after(parsed, answer)
+                except NvrError as exc:
+                    log.warning("after command failed", command=parsed.command, error=exc.reason)
             payload = self._respond(parsed, route, status="ok", result=answer.body, error=None)
         answered = job.answered
         if answered is not None:

@@ -18,7 +18,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple, Self
 
 from pydantic import (
     BaseModel,
@@ -32,7 +32,13 @@ from pydantic import (
 )
 
 from bridge.config import COMMAND_NAMES
-from bridge.limits import DEFAULT_JSON_MAX_DEPTH, INT32_MAX, json_depth_exceeds
+from bridge.limits import (
+    DEFAULT_JSON_MAX_DEPTH,
+    INT32_MAX,
+    MAX_CHANNELS,
+    MAX_EPOCH_MS,
+    json_depth_exceeds,
+)
 from bridge.topics import Route
 
 # A request is a small JSON object; a larger payload is refused unread (CONTRACT section 9).
@@ -177,6 +183,80 @@ class SnapshotRequest(Request):
     channel: Channel
 
 
+# --- history and state queries (CONTRACT section 7.6) -----------------------------------
+
+EpochSeconds = Annotated[
+    StrictInt, Field(ge=0, le=MAX_EPOCH_MS // 1000, description="UTC epoch seconds.")
+]
+EpochMillis = Annotated[
+    StrictInt, Field(ge=0, le=MAX_EPOCH_MS, description="UTC epoch milliseconds.")
+]
+Name = Annotated[StrictStr, Field(min_length=1, max_length=100)]
+SnapshotType = Literal["Manual", "Normal", "Motion", "InputAlarm"]
+SNAPSHOT_TYPES: tuple[SnapshotType, ...] = ("Manual", "Normal", "Motion", "InputAlarm")
+
+
+class _TimeRange(Request):
+    """A search window: ``start`` no later than ``end`` (epoch seconds)."""
+
+    start: EpochSeconds
+    end: EpochSeconds
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> Self:
+        if self.start > self.end:
+            raise ValueError(f"start ({self.start}) must not be after end ({self.end})")
+        return self
+
+
+class EventSearchRequest(_TimeRange):
+    """Search the NVR's recorded events (section 4.5)."""
+
+    channels: list[Channel] = Field(min_length=1, max_length=MAX_CHANNELS)
+    types: list[Name] | None = Field(default=None, min_length=1, max_length=64)
+    stream: Literal["Main", "Sub"] | None = None
+
+
+class MetaSearchRequest(_TimeRange):
+    """Search the NVR's recorded metadata (section 4.6)."""
+
+    channel: Channel
+    types: list[Name] | None = Field(default=None, min_length=1, max_length=64)
+
+
+class SnapshotSearchRequest(_TimeRange):
+    """Search the NVR's snapshots (section 3.7)."""
+
+    channels: list[Channel] = Field(min_length=1, max_length=MAX_CHANNELS)
+    types: list[SnapshotType] | None = Field(default=None, min_length=1, max_length=4)
+
+
+class RecordMapRequest(_TimeRange):
+    """Which days, minutes or seconds have recordings (sections 5.1 to 5.3)."""
+
+    channels: list[Channel] = Field(min_length=1, max_length=4)
+    resolution: Literal["day", "minute", "second"]
+    stream: Literal["main", "sub"] | None = None
+
+
+class LogsRequest(Request):
+    """Search the NVR's logs (section 9.25); times in epoch milliseconds."""
+
+    type: Literal["All", "System", "Configuration", "Account", "Alarm", "Record", "Storage"]
+    start_ms: EpochMillis
+    end_ms: EpochMillis
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> Self:
+        if self.start_ms > self.end_ms:
+            raise ValueError(f"start_ms ({self.start_ms}) must not be after end_ms ({self.end_ms})")
+        return self
+
+
+class StateRequest(Request):
+    """A question about the NVR's current state: no fields besides the common two."""
+
+
 class RestCall(NamedTuple):
     """The NVR call a valid request maps to."""
 
@@ -235,6 +315,65 @@ class CommandSpec:
     to_call: Callable[[Any], RestCall]
 
 
+def _event_search(r: EventSearchRequest) -> RestCall:
+    body: dict[str, Any] = {"ChannelID": r.channels, "StartTime": r.start, "EndTime": r.end}
+    if r.types is not None:
+        body["Type"] = r.types
+    if r.stream is not None:
+        body["Stream"] = r.stream
+    return RestCall("POST", "/record/eventSearch", body=body)
+
+
+def _meta_search(r: MetaSearchRequest) -> RestCall:
+    body: dict[str, Any] = {"ChannelID": r.channel, "StartTime": r.start, "EndTime": r.end}
+    if r.types is not None:
+        body["Type"] = r.types
+    return RestCall("POST", "/record/metaSearch", body=body)
+
+
+def _snapshot_search(r: SnapshotSearchRequest) -> RestCall:
+    # The guide asks for the types to search: all of them unless the request narrows it.
+    body = {
+        "channels": r.channels,
+        "startTime": r.start,
+        "endTime": r.end,
+        "types": list(r.types or SNAPSHOT_TYPES),
+    }
+    return RestCall("POST", "/device/searchSnapshotPath", body=body)
+
+
+_RECORD_MAP_PATHS = {
+    "day": "/record/getMapByDay",
+    "minute": "/record/getMapByMinute",
+    "second": "/record/getMapBySecond",
+}
+
+
+def _record_map(r: RecordMapRequest) -> RestCall:
+    body = {
+        "ChannelIDs": r.channels,
+        "StartTime": r.start,
+        "EndTime": r.end,
+        "mainsub": 2 if r.stream == "sub" else 1,
+    }
+    return RestCall("POST", _RECORD_MAP_PATHS[r.resolution], body=body)
+
+
+def _logs(r: LogsRequest) -> RestCall:
+    return RestCall(
+        "POST",
+        "/system/searchLogs",
+        body={"type": r.type, "startTime": r.start_ms, "endTime": r.end_ms},
+    )
+
+
+def _get(path: str) -> Callable[[StateRequest], RestCall]:
+    def to_call(_: StateRequest) -> RestCall:
+        return RestCall("GET", path)
+
+    return to_call
+
+
 COMMANDS: dict[str, CommandSpec] = {
     "add_event": CommandSpec(AddEventRequest, _add_event),
     "add_meta": CommandSpec(AddMetaRequest, _add_meta),
@@ -244,6 +383,15 @@ COMMANDS: dict[str, CommandSpec] = {
     "ptz": CommandSpec(PtzRequest, _ptz),
     "buzzer": CommandSpec(BuzzerRequest, _buzzer),
     "snapshot": CommandSpec(SnapshotRequest, _snapshot),
+    "event_search": CommandSpec(EventSearchRequest, _event_search),
+    "meta_search": CommandSpec(MetaSearchRequest, _meta_search),
+    "snapshot_search": CommandSpec(SnapshotSearchRequest, _snapshot_search),
+    "record_map": CommandSpec(RecordMapRequest, _record_map),
+    "logs": CommandSpec(LogsRequest, _logs),
+    "pin_status": CommandSpec(StateRequest, _get("/dio/GetPinStatus")),
+    "system_info": CommandSpec(StateRequest, _get("/system/getSystemInfo")),
+    "camera_list": CommandSpec(StateRequest, _get("/device/cameraList")),
+    "storage": CommandSpec(StateRequest, _get("/storage/getStorages")),
 }
 assert tuple(COMMANDS) == COMMAND_NAMES  # noqa: S101 - the two lists must stay one
 

@@ -18,7 +18,7 @@ import re
 import socket
 import ssl
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -47,17 +47,19 @@ CommandName = Literal[
     "ptz",
     "buzzer",
     "snapshot",
+    "event_search",
+    "meta_search",
+    "snapshot_search",
+    "record_map",
+    "logs",
+    "pin_status",
+    "system_info",
+    "camera_list",
+    "storage",
 ]
-COMMAND_NAMES: tuple[CommandName, ...] = (
-    "add_event",
-    "add_meta",
-    "manual_alarm",
-    "manual_record",
-    "set_pin",
-    "ptz",
-    "buzzer",
-    "snapshot",
-)
+COMMAND_NAMES: tuple[CommandName, ...] = get_args(CommandName)
+# The eight commands that act on the NVR (CONTRACT section 5); the rest only read it.
+ACTING_COMMANDS: tuple[CommandName, ...] = COMMAND_NAMES[:8]
 NVR_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
 MAX_MQTT_PACKET = 268_435_455
 MASK = "**********"
@@ -350,6 +352,33 @@ class BridgeConfig(_Model):
         ge=100,
         description="Distinct retained topics remembered (and waiting) at most; more evict.",
     )
+    snapshot_events: tuple[str, ...] = Field(
+        default=(),
+        description="eventHook types (any case) whose active or once item takes a snapshot "
+        "of its channel, e.g. Motion,InputAlarm; none by default.",
+    )
+    snapshot_min_interval: float = Field(
+        default=2,
+        ge=0,
+        description="Seconds: at most one event-triggered snapshot per channel within it.",
+    )
+    snapshot_max_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="A larger snapshot is not published."
+    )
+    pin_poll_interval: float = Field(
+        default=2, ge=0, description="Seconds between GetPinStatus polls; 0 turns pins off."
+    )
+    storage_poll_interval: float = Field(
+        default=60, ge=0, description="Seconds between getStorages polls; 0 turns it off."
+    )
+    ptz_presets: bool = Field(
+        default=True, description="After each login, read each channel's PTZ presets."
+    )
+    status_stale_after: float = Field(
+        default=30,
+        ge=0,
+        description="Seconds without a frame after which the status stream is reconnected; 0 off.",
+    )
 
     @field_validator("base_topic")
     @classmethod
@@ -444,6 +473,13 @@ class _Environment(BaseSettings):
     response_topic_prefix: str | None = None
     stall_seconds: str | None = None
     retained_max: str | None = None
+    snapshot_events: str | None = None
+    snapshot_min_interval: str | None = None
+    snapshot_max_bytes: str | None = None
+    pin_poll_interval: str | None = None
+    storage_poll_interval: str | None = None
+    ptz_presets: str | None = None
+    status_stale_after: str | None = None
     shard: str | None = None
     shard_index: str | None = None
     shard_count: str | None = None
@@ -467,7 +503,7 @@ def _environment_overrides(
             nvr[name.removeprefix("nvr_")] = value
         elif name.startswith("mqtt_"):
             mqtt[name.removeprefix("mqtt_")] = value
-        elif name == "commands":
+        elif name in ("commands", "snapshot_events"):
             top[name] = _split_commands(value)
         else:
             top[name] = value
@@ -489,8 +525,9 @@ def _load_yaml(path: str) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError([f"config file {path!r}: must hold a mapping at the top level"])
-    if isinstance(data.get("commands"), str):
-        data["commands"] = _split_commands(data["commands"])
+    for key in ("commands", "snapshot_events"):
+        if isinstance(data.get(key), str):
+            data[key] = _split_commands(data[key])
     return data
 
 

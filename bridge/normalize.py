@@ -44,6 +44,13 @@ __all__ = ["MAX_LEVEL_CHARS", "Normalizer", "Publication", "sanitize_level"]
 MAX_FRAME_BYTES = 1024 * 1024
 TOPIC_CACHE_SIZE = 4096  # event/meta topics remembered per NVR (channel x type)
 STATE_VALUES = frozenset({"active", "inactive"})
+# metaHook types that say a manual alarm or recording started or stopped (guide 9.27-28).
+MANUAL_META: dict[str, tuple[Literal["alarm", "record"], bool]] = {
+    "manualAlarmStart": ("alarm", True),
+    "manualAlarmStop": ("alarm", False),
+    "manualStart": ("record", True),
+    "manualStop": ("record", False),
+}
 # Rejection reasons kept per frame for the log line; every rejection is still counted.
 MAX_REASONS = 10
 
@@ -187,6 +194,10 @@ class Normalizer:
         default_factory=dict
     )
     _topic_cache: dict[tuple[int | None, str, str], str] = field(default_factory=dict)
+    # Manual alarm and manual record state per channel (CONTRACT section 7.4).
+    _alarm: dict[int, bool] = field(default_factory=dict)
+    _record: dict[int, bool] = field(default_factory=dict)
+    _record_from_status: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._dispatch = {
@@ -278,7 +289,37 @@ class Normalizer:
         if history_ms is not None:
             payload["replayed"] = True
             payload["time"] = history_ms
-        return [Publication(topic, _dumps(payload), False, nvr, "meta")]
+        out = [Publication(topic, _dumps(payload), False, nvr, "meta")]
+        manual = MANUAL_META.get(msg.type)
+        if manual is not None and msg.channel is not None and history_ms is None:
+            kind, active = manual
+            if kind == "alarm":
+                out += self._manual_state(
+                    self._alarm, self.topics.alarm_state, msg.channel, active, "meta"
+                )
+            elif msg.channel not in self._record_from_status:
+                # The status stream's Manual field, when the NVR sends it, is the authority.
+                out += self._manual_state(
+                    self._record, self.topics.record_state, msg.channel, active, "meta"
+                )
+        return out
+
+    def _manual_state(
+        self,
+        known: dict[int, bool],
+        topic_of: Callable[[int], str],
+        channel: int,
+        active: bool,
+        stream: StreamName,
+    ) -> list[Publication]:
+        """The retained ``alarm/state`` or ``record/state`` of a channel, on change only."""
+        if known.get(channel) == active:
+            return []
+        if channel not in known and len(known) >= MAX_CHANNELS:
+            return []
+        known[channel] = active
+        state = b"active" if active else b"inactive"
+        return [Publication(topic_of(channel), state, True, self.topics.nvr, stream)]
 
     def exception(
         self, msg: ExceptionMessage, timestamp: str, history_ms: int | None
@@ -304,6 +345,12 @@ class Normalizer:
         previous = self._status.get(msg.channel)
         if previous == key:
             return []
+        record: list[Publication] = []
+        if msg.manual is not None and (previous is not None or len(self._status) < MAX_CHANNELS):
+            self._record_from_status.add(msg.channel)
+            record = self._manual_state(
+                self._record, self.topics.record_state, msg.channel, msg.manual, "status"
+            )
         if previous is None and len(self._status) >= MAX_CHANNELS:
             raise ItemRejected(
                 f"channel {msg.channel} is one more than the {MAX_CHANNELS} channels an NVR "
@@ -321,7 +368,7 @@ class Normalizer:
             "timestamp": timestamp,
         }
         topic = self.topics.status(msg.channel)
-        return [Publication(topic, _dumps(payload), True, nvr, "status")]
+        return [Publication(topic, _dumps(payload), True, nvr, "status"), *record]
 
     def message(
         self, msg: SystemMessage, timestamp: str, history_ms: int | None

@@ -177,6 +177,20 @@ class Metrics:
             ("nvr",),
             registry=r,
         )
+        self.polls = Counter(
+            "nvr_bridge_nvr_polls",
+            "Reads of the NVR's state (pins, gpio, storage) by outcome: ok, error, "
+            "unsupported (404: not asked again until the next login).",
+            ("nvr", "poll", "outcome"),
+            registry=r,
+        )
+        self.snapshots = Counter(
+            "nvr_bridge_snapshots",
+            "Snapshots by outcome: ok, error, too_large, skipped (a trigger within "
+            "BRIDGE_SNAPSHOT_MIN_INTERVAL).",
+            ("nvr", "outcome"),
+            registry=r,
+        )
         self.nvr_restarts = Counter(
             "nvr_bridge_nvr_restarts",
             "Restarts of one NVR's tasks after an unexpected error in one of them.",
@@ -196,6 +210,12 @@ class Metrics:
         self.retained_evicted = Counter(
             "nvr_bridge_retained_evicted",
             "Retained topics forgotten (not republished after a reconnect) for the bound.",
+            registry=r,
+        )
+        self.build_info = Gauge(
+            "nvr_bridge_build_info",
+            "1, labelled with the bridge's version.",
+            ("version",),
             registry=r,
         )
         self.mqtt_connected = Gauge(
@@ -220,6 +240,8 @@ class Metrics:
             self.logins.labels(nvr, outcome)
         self.nvr_online.labels(nvr).set(0)
         self.nvr_restarts.labels(nvr)
+        for outcome in ("ok", "error", "too_large", "skipped"):
+            self.snapshots.labels(nvr, outcome)
 
     def child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, cached.

@@ -1,9 +1,11 @@
 """Everything the bridge runs for one NVR, under one task group.
 
 An ``NvrSupervisor`` owns the NVR's client (one HTTP session and login), its five stream
-listeners, its command runner and the task that publishes ``{base}/{nvr}/info`` after
-each login. It derives the NVR's availability from its streams: ``online`` while all five
-are connected (which implies a valid login), else ``offline``.
+listeners, its command runner, its readers of pins, storage and presets, its snapshotter,
+and the task that publishes ``{base}/{nvr}/info`` after each login (and again when a
+messageListen ``cameraDetail`` says the cameras changed). It derives the NVR's
+availability from its streams: ``online`` while all five are connected (which implies a
+valid login), else ``offline``; the readers run only while it is online.
 """
 
 from __future__ import annotations
@@ -18,12 +20,16 @@ import structlog
 
 from bridge.backoff import Backoff
 from bridge.command_runner import CommandRunner
+from bridge.commands import ParsedRequest
 from bridge.config import BridgeConfig, NvrConfig
 from bridge.homeassistant import cameras_from_info
-from bridge.limits import InputLimits
+from bridge.limits import MAX_CHANNELS, InputLimits
 from bridge.normalize import Normalizer, format_timestamp
-from bridge.nvr.client import NvrClient, NvrError, NvrHttpError
-from bridge.nvr.models import STREAM_NAMES, StreamName
+from bridge.nvr import readings
+from bridge.nvr.client import NvrAnswer, NvrClient, NvrError, NvrHttpError
+from bridge.nvr.models import STREAM_NAMES, EventHookMessage, NvrMessage, StreamName, SystemMessage
+from bridge.nvr.pollers import Availability, NvrState, PinPoller, PresetReader, StoragePoller
+from bridge.nvr.snapshots import Snapshotter
 from bridge.nvr.streams import StreamListener
 from bridge.observability import Metrics
 from bridge.publishing import Publication, Publisher
@@ -33,6 +39,8 @@ from bridge.topics import NvrTopics
 log = structlog.get_logger("bridge.nvr")
 
 INFO_ENDPOINTS = {"system": "/system/getSystemInfo", "cameras": "/device/cameraList"}
+# cameraDetail messages that come in a burst refresh the info once per this many seconds.
+INFO_REFRESH_SECONDS = 2.0
 # The JSON shape each info part must have (an object, a list); anything else is null.
 INFO_SHAPES: dict[str, type] = {"system": dict, "cameras": list}
 
@@ -62,6 +70,9 @@ class NvrSupervisor:
         self._metrics = metrics
         self._login_seen = asyncio.Event()
         self._stream_up = asyncio.Event()
+        self._refresh_info = asyncio.Event()
+        self.availability = Availability()
+        self.state = NvrState()
         self.client = NvrClient(
             nvr,
             metrics=metrics,
@@ -85,9 +96,45 @@ class NvrSupervisor:
                 backoff=Backoff(config.backoff_initial, config.backoff_max),
                 on_state=self._stream_state,
                 channels=self.known_channels,
+                on_messages=self._observe,
+                stale_after=config.status_stale_after,
+                topics=self.topics,
             )
             for stream in STREAM_NAMES
         ]
+        readers: dict[str, Any] = {
+            "client": self.client,
+            "topics": self.topics,
+            "publisher": link,
+            "metrics": metrics,
+            "redactor": redactor,
+            "availability": self.availability,
+            "state": self.state,
+            "on_change": self._state_changed,
+        }
+        self.pins = (
+            PinPoller(interval=config.pin_poll_interval, **readers)
+            if config.pin_poll_interval > 0
+            else None
+        )
+        self.storage = (
+            StoragePoller(interval=config.storage_poll_interval, **readers)
+            if config.storage_poll_interval > 0
+            else None
+        )
+        self.presets = (
+            PresetReader(channels=self.known_channels, **readers) if config.ptz_presets else None
+        )
+        self.snapshots = Snapshotter(
+            client=self.client,
+            topics=self.topics,
+            publisher=link,
+            metrics=metrics,
+            redactor=redactor,
+            events=config.snapshot_events,
+            min_interval=config.snapshot_min_interval,
+            max_bytes=config.snapshot_max_bytes,
+        )
         self.commands = CommandRunner(
             topics=self.topics,
             client=self.client,
@@ -104,7 +151,10 @@ class NvrSupervisor:
             allowed_by="BRIDGE_COMMANDS"
             if nvr.commands is None
             else f"the 'commands' list of NVR {nvr.id!r} in the configuration file",
+            after=self._after_command,
         )
+        if self.presets is not None:
+            self.commands.preset_token = self.presets.token
         self._up: set[StreamName] = set()
         self._online: bool | None = None
         self._missing_info: set[str] = set()
@@ -116,9 +166,17 @@ class NvrSupervisor:
         return bool(self._online)
 
     def known_channels(self) -> list[int]:
-        """The NVR's channels: from its camera list, else from the status it reported."""
+        """The NVR's channels: its camera list (else its channel counts) and its status.
+
+        At most ``MAX_CHANNELS``.
+        """
         channels = {camera.channel for camera in cameras_from_info(self._info)}
-        return sorted(channels | self.normalizer.channels_seen)
+        return sorted(channels | self.normalizer.channels_seen)[:MAX_CHANNELS]
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The last info published (identity and cameras)."""
+        return self._info
 
     def streams_down(self) -> list[str]:
         """The streams not connected right now."""
@@ -133,6 +191,14 @@ class NvrSupervisor:
                     group.create_task(listener.run(), name=listener.task_name)
                 group.create_task(self.commands.run(), name=f"commands[{self.id}]")
                 group.create_task(self._publish_info(), name=f"info[{self.id}]")
+                group.create_task(self.snapshots.run(), name=f"snapshots[{self.id}]")
+                for name, reader in (
+                    ("pins", self.pins),
+                    ("storage", self.storage),
+                    ("presets", self.presets),
+                ):
+                    if reader is not None:
+                        group.create_task(reader.run(), name=f"{name}[{self.id}]")
         finally:
             self._up.clear()
             self._stream_up.clear()
@@ -163,16 +229,24 @@ class NvrSupervisor:
         if online == self._online:
             return
         self._online = online
+        self.availability.set(online=online)
         self._metrics.nvr_online.labels(self.id).set(1 if online else 0)
         state = b"online" if online else b"offline"
         self._link.publish(Publication(self.topics.availability, state, True, self.id))
         log.info("nvr availability", nvr=self.id, availability=state.decode())
 
     async def _publish_info(self) -> None:
-        """After each login, publish the NVR's identity and cameras (retained)."""
+        """After each login (and when the cameras change), publish identity and cameras."""
         while True:
-            await self._login_seen.wait()
+            login = asyncio.ensure_future(self._login_seen.wait())
+            refresh = asyncio.ensure_future(self._refresh_info.wait())
+            try:
+                await asyncio.wait({login, refresh}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                login.cancel()
+                refresh.cancel()
             self._login_seen.clear()
+            self._refresh_info.clear()
             # Without credentials "logged in" is a formality: wait until the NVR answers.
             await self._stream_up.wait()
             info: dict[str, Any] = {"nvr": self.id}
@@ -182,8 +256,48 @@ class NvrSupervisor:
             self._info = info
             payload = orjson.dumps(info)
             self._link.publish(Publication(self.topics.info, payload, True, self.id))
-            if self._on_info is not None:
-                self._on_info(self.topics, info)
+            if self.presets is not None:
+                self.presets.refresh()
+            self._announce()
+            await asyncio.sleep(INFO_REFRESH_SECONDS)
+
+    def _announce(self) -> None:
+        """Tell Home Assistant discovery what the NVR is now (info and readers' state)."""
+        if self._on_info is not None and self._info:
+            self._on_info(self.topics, self._info)
+
+    def _state_changed(self) -> None:
+        """A reader learned something that changes the NVR's entities (pins, presets...)."""
+        self._announce()
+
+    def _observe(self, stream: StreamName, messages: list[NvrMessage]) -> None:
+        """Live items after they were published: snapshot triggers, camera changes."""
+        if stream == "event" and self.snapshots.enabled:
+            for message in messages:
+                if isinstance(message, EventHookMessage):
+                    self.snapshots.on_event(message.channel, message.type, message.state)
+        elif stream == "message" and any(
+            isinstance(m, SystemMessage) and m.message == "cameraDetail" for m in messages
+        ):
+            self._refresh_info.set()
+
+    async def _after_command(self, parsed: ParsedRequest, answer: NvrAnswer) -> None:
+        """What a successful command changes: a snapshot to publish, pins, presets."""
+        call = parsed.call
+        if call is None:
+            return
+        params = call.params or {}
+        if parsed.command == "snapshot":
+            path = readings.snapshot_path(answer.body)
+            channel = int(params.get("ChannelID", "0"))
+            if path is not None:
+                await self.snapshots.download(channel, path, "request")
+        elif parsed.command == "set_pin" and self.pins is not None:
+            self.pins.poll_now()
+        elif parsed.command == "ptz" and self.presets is not None:
+            body = call.body or {}
+            if body.get("command") in ("set_preset", "remove_preset"):
+                self.presets.refresh(int(params.get("ChannelID", "0")))
 
     async def _fetch_info(self, key: str, path: str) -> Any:
         try:

@@ -42,7 +42,7 @@ class TopicSpec:
 
     ``direction``: ``send`` the bridge publishes it, ``receive`` clients publish it to
     the bridge, ``both`` the bridge publishes and reads it back. ``message`` names the
-    payload (a model of ``bridge.payloads`` or a plain-text message). ``answered``: a
+    payload: a TypedDict of ``bridge.payloads.PAYLOADS``, or a plain-text message. ``answered``: a
     request whose outcome goes to the response topic.
     """
 

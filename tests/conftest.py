@@ -184,6 +184,11 @@ def make_config(
         "backoff_max": 0.5,
         "log_format": "console",
         "log_level": "warning",
+        # The readers of pins, storage and presets add REST calls of their own: off unless
+        # a test is about them (tests/test_nvr_state.py turns them on).
+        "pin_poll_interval": 0,
+        "storage_poll_interval": 0,
+        "ptz_presets": False,
     }
     settings.update(overrides)
     return BridgeConfig(**settings)

@@ -199,6 +199,93 @@ def refusal_of(command: str, request: Any, **kwargs: Any) -> tuple[str, str]:
             {"channel": 12},
             RestCall("GET", "/device/getSnapshot", params={"ChannelID": "12"}),
         ),
+        (
+            "event_search",
+            {"channels": [1, 3], "start": 100, "end": 200},
+            RestCall(
+                "POST",
+                "/record/eventSearch",
+                body={"ChannelID": [1, 3], "StartTime": 100, "EndTime": 200},
+            ),
+        ),
+        (
+            "event_search",
+            {"channels": [2], "start": 5, "end": 5, "types": ["Motion"], "stream": "Sub"},
+            RestCall(
+                "POST",
+                "/record/eventSearch",
+                body={
+                    "ChannelID": [2],
+                    "StartTime": 5,
+                    "EndTime": 5,
+                    "Type": ["Motion"],
+                    "Stream": "Sub",
+                },
+            ),
+        ),
+        (
+            "meta_search",
+            {"channel": 4, "start": 1, "end": 9, "types": ["LPR"]},
+            RestCall(
+                "POST",
+                "/record/metaSearch",
+                body={"ChannelID": 4, "StartTime": 1, "EndTime": 9, "Type": ["LPR"]},
+            ),
+        ),
+        (
+            "snapshot_search",
+            {"channels": [1], "start": 1, "end": 2, "types": ["Motion"]},
+            RestCall(
+                "POST",
+                "/device/searchSnapshotPath",
+                body={"channels": [1], "startTime": 1, "endTime": 2, "types": ["Motion"]},
+            ),
+        ),
+        (
+            "snapshot_search",
+            {"channels": [1], "start": 1, "end": 2},
+            RestCall(
+                "POST",
+                "/device/searchSnapshotPath",
+                body={
+                    "channels": [1],
+                    "startTime": 1,
+                    "endTime": 2,
+                    "types": ["Manual", "Normal", "Motion", "InputAlarm"],
+                },
+            ),
+        ),
+        (
+            "record_map",
+            {"channels": [1, 2], "start": 0, "end": 86400, "resolution": "day"},
+            RestCall(
+                "POST",
+                "/record/getMapByDay",
+                body={"ChannelIDs": [1, 2], "StartTime": 0, "EndTime": 86400, "mainsub": 1},
+            ),
+        ),
+        (
+            "record_map",
+            {"channels": [3], "start": 0, "end": 60, "resolution": "second", "stream": "sub"},
+            RestCall(
+                "POST",
+                "/record/getMapBySecond",
+                body={"ChannelIDs": [3], "StartTime": 0, "EndTime": 60, "mainsub": 2},
+            ),
+        ),
+        (
+            "logs",
+            {"type": "Alarm", "start_ms": 1000, "end_ms": 2000},
+            RestCall(
+                "POST",
+                "/system/searchLogs",
+                body={"type": "Alarm", "startTime": 1000, "endTime": 2000},
+            ),
+        ),
+        ("pin_status", {}, RestCall("GET", "/dio/GetPinStatus")),
+        ("system_info", {}, RestCall("GET", "/system/getSystemInfo")),
+        ("camera_list", {}, RestCall("GET", "/device/cameraList")),
+        ("storage", {}, RestCall("GET", "/storage/getStorages")),
     ],
 )
 def test_valid_request_maps_to_its_rest_call(
@@ -209,7 +296,7 @@ def test_valid_request_maps_to_its_rest_call(
 
 
 def test_every_command_is_covered() -> None:
-    """The mapping holds exactly the eight contract commands."""
+    """The mapping holds exactly the contract's commands: eight acting, nine reading."""
     assert set(COMMANDS) == {
         "add_event",
         "add_meta",
@@ -219,6 +306,15 @@ def test_every_command_is_covered() -> None:
         "ptz",
         "buzzer",
         "snapshot",
+        "event_search",
+        "meta_search",
+        "snapshot_search",
+        "record_map",
+        "logs",
+        "pin_status",
+        "system_info",
+        "camera_list",
+        "storage",
     }
 
 
@@ -241,6 +337,15 @@ VALID: dict[str, dict[str, Any]] = {
     "ptz": {"channel": 1, "command": "zoom_in"},
     "buzzer": {"timeout": 5},
     "snapshot": {"channel": 1},
+    "event_search": {"channels": [1], "start": 1, "end": 2},
+    "meta_search": {"channel": 1, "start": 1, "end": 2},
+    "snapshot_search": {"channels": [1], "start": 1, "end": 2},
+    "record_map": {"channels": [1], "start": 1, "end": 2, "resolution": "minute"},
+    "logs": {"type": "All", "start_ms": 1, "end_ms": 2},
+    "pin_status": {},
+    "system_info": {},
+    "camera_list": {},
+    "storage": {},
 }
 
 
@@ -325,6 +430,25 @@ def test_transaction_echoed_on_refusal() -> None:
         ("snapshot", {"channel": 1, "extra": 1}, "extra"),
         ("buzzer", {"timeout": 5, "Timeout": 5}, "Timeout"),
         ("ptz", {"channel": 1, "command": "stop", "ChannelID": 1}, "ChannelID"),
+        ("event_search", {"channels": [], "start": 1, "end": 2}, "channels"),
+        ("event_search", {"channels": [0], "start": 1, "end": 2}, "channels"),
+        ("event_search", {"channels": [1], "start": 3, "end": 2}, "must not be after"),
+        ("event_search", {"channels": [1], "start": -1, "end": 2}, "start"),
+        ("event_search", {"channels": [1], "start": 1.5, "end": 2}, "start"),
+        ("event_search", {"channels": [1], "start": 1, "end": 2, "stream": "main"}, "stream"),
+        ("event_search", {"channels": [1], "start": 1, "end": 2, "types": []}, "types"),
+        ("meta_search", {"channel": "1", "start": 1, "end": 2}, "channel"),
+        ("snapshot_search", {"channels": [1], "start": 1, "end": 2, "types": ["Car"]}, "types"),
+        (
+            "record_map",
+            {"channels": [1, 2, 3, 4, 5], "start": 1, "end": 2, "resolution": "day"},
+            "channels",
+        ),
+        ("record_map", {"channels": [1], "start": 1, "end": 2, "resolution": "hour"}, "resolution"),
+        ("logs", {"type": "all", "start_ms": 1, "end_ms": 2}, "type"),
+        ("logs", {"type": "All", "start_ms": 5, "end_ms": 2}, "must not be after"),
+        ("pin_status", {"pin": 1}, "pin"),
+        ("storage", {"disk": "sda"}, "disk"),
     ],
 )
 def test_invalid_request_names_the_field(command: str, request_: Any, field: str) -> None:

@@ -24,6 +24,7 @@ from bridge.commands import (
     parse_request,
 )
 from bridge.config import COMMAND_NAMES
+from bridge.limits import topic_problem
 from bridge.normalize import Normalizer, process_frame
 from bridge.nvr.models import STREAM_NAMES, StreamName
 from bridge.topics import NvrTopics
@@ -134,8 +135,12 @@ def check_outcome(normalizer: Normalizer, stream: StreamName, raw: str | bytes) 
         assert "#" not in topic
         assert "\x00" not in topic
         assert len(topic.encode("utf-8")) <= 65535
+        assert topic_problem(topic) is None
         assert publication.stream == stream
-        if not topic.endswith("/state") or stream != "event":
+        if topic.endswith("/state"):
+            # event, alarm and record states: plain text
+            assert publication.payload in (b"active", b"inactive")
+        else:
             body = orjson.loads(publication.payload)
             assert body["nvr"] == "nvr1"
             assert body["timestamp"] == TS

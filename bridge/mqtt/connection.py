@@ -6,7 +6,7 @@ then the connection offers exactly what the bridge needs:
 - ``publish``: write a PUBLISH now; its acknowledgement (PUBACK, or PUBCOMP at QoS 2)
   arrives later through the handler's ``on_ack``; a packet larger than the broker's
   Maximum Packet Size is refused before it is written (``PacketTooLarge``);
-- ``subscribe``: SUBSCRIBE and wait for the SUBACK's reason codes;
+- ``subscribe`` / ``unsubscribe``: wait for the SUBACK's (UNSUBACK's) reason codes;
 - ``close(graceful=...)``: a DISCONNECT first, or the socket cut at once (so the broker
   publishes the Last Will);
 - received PUBLISH packets go to the handler's ``on_publish`` and are acknowledged after
@@ -52,6 +52,7 @@ from bridge.mqtt.codec import (
     Subscribe,
     Subscription,
     UnsubAck,
+    Unsubscribe,
 )
 
 # CONNACK reason codes, 3.1.1's return codes first (MQTT 5 section 3.2.2.2).
@@ -326,6 +327,18 @@ class MqttConnection(asyncio.Protocol):
             codes: list[int] = await self._wait(waiter)
         finally:
             self._subacks.pop(packet_id, None)
+        return codes
+
+    async def unsubscribe(self, topic_filters: list[str]) -> list[int]:
+        """UNSUBSCRIBE and wait for the UNSUBACK (its reason codes in MQTT 5)."""
+        packet_id = self._packet_id()
+        waiter: asyncio.Future[list[int]] = self._loop.create_future()
+        self._unsubacks[packet_id] = waiter
+        try:
+            self._write(codec.encode(Unsubscribe(packet_id, topic_filters), self.version))
+            codes: list[int] = await self._wait(waiter)
+        finally:
+            self._unsubacks.pop(packet_id, None)
         return codes
 
     @property

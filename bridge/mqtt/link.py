@@ -77,6 +77,8 @@ RETAINED_BYTES = 64 * 1024 * 1024
 # Room left in a packet for its topic, packet id and headers (the bridge's own topics are
 # far shorter).
 PAYLOAD_MARGIN = 1024
+# Temporary subscriptions (subscribe_for) at once, at most.
+MAX_TEMPORARY = 64
 # Log lines about dropped messages: the first, then one per this many.
 LOG_EVERY = 1000
 
@@ -190,6 +192,10 @@ class MqttLink:
         self._strikes: dict[int, int] = {}  # outbox seq -> poison strikes
         self._session_up = False  # a session was established (for the lost-vs-failed line)
         self._broker_packet_limit: int | None = None  # the last CONNACK's, if any
+        self._on_connected: list[Callable[[], None]] = []
+        self._temporary: set[str] = set()
+        self._tasks: asyncio.TaskGroup | None = None
+        self._looks: set[asyncio.Task[None]] = set()
         self._connected_at = 0.0
 
     # --- what the rest of the bridge uses ------------------------------------------------
@@ -236,6 +242,39 @@ class MqttLink:
     def on_message(self, handler: Callable[[InboundMessage], None]) -> None:
         """Set the callback of received messages; it must not block."""
         self._handler = handler
+
+    def on_connected(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` after each connect, once subscribed (before anything queued)."""
+        self._on_connected.append(callback)
+
+    def subscribe_for(self, topic_filter: str, seconds: float) -> None:
+        """Subscribe to a filter on the current connection for ``seconds``, then unsubscribe.
+
+        For a look at retained messages (those of an NVR that left the configuration);
+        not renewed after a reconnect. Does nothing while disconnected.
+        """
+        connection = self._connection
+        if connection is None or not self.connected or len(self._temporary) >= MAX_TEMPORARY:
+            return
+        if topic_filter in self._temporary:
+            return
+        self._temporary.add(topic_filter)
+
+        async def look() -> None:
+            try:
+                await connection.subscribe([Subscription(topic_filter, qos=1)])
+                await asyncio.wait({connection.closed}, timeout=seconds)
+                if connection.is_open:
+                    await connection.unsubscribe([topic_filter])
+            except (ConnectionLost, TimeoutError):
+                pass
+            finally:
+                self._temporary.discard(topic_filter)
+
+        if self._tasks is not None:
+            task = self._tasks.create_task(look(), name=f"mqtt-look[{topic_filter[:60]}]")
+            self._looks.add(task)
+            task.add_done_callback(self._looks.discard)
 
     def stalled_for(self, limit: float) -> float | None:
         """Seconds messages waited on a connected broker without any being confirmed.
@@ -291,6 +330,16 @@ class MqttLink:
 
     async def run(self) -> None:
         """Connect, publish and receive until closed; reconnect on failure."""
+        async with asyncio.TaskGroup() as tasks:
+            self._tasks = tasks
+            try:
+                await self._run()
+            finally:
+                self._tasks = None
+                for task in self._looks:
+                    task.cancel()
+
+    async def _run(self) -> None:
         while not self._closing:
             started = time.monotonic()
             try:
@@ -363,8 +412,10 @@ class MqttLink:
             )
             # Subscribed before "connected": a request sent after readiness is heard.
             await self._subscribe_all(connection)
-            self._republish_retained()
             self._mark_connected(connection)
+            for callback in self._on_connected:
+                callback()
+            self._republish_retained()
             await self._pump(connection)
         finally:
             graceful = self._closing and self._outbox.depth == 0

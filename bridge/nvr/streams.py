@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 
 import structlog
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from bridge.backoff import Backoff
@@ -23,6 +24,7 @@ from bridge.normalize import (
     FrameOutcome,
     FrameRejected,
     Normalizer,
+    compact_json,
     format_timestamp,
     parse_frame,
     process_items,
@@ -34,12 +36,14 @@ from bridge.nvr.models import (
     STREAM_PATHS,
     EventHookMessage,
     MetaHookMessage,
+    NvrMessage,
     StreamName,
 )
 from bridge.observability import Metrics
-from bridge.publishing import Publisher
+from bridge.publishing import Publication, Publisher
 from bridge.redaction import redact_json_text
 from bridge.replay import OVERLAP, GapMemory, events_from_search, metas_from_search
+from bridge.topics import NvrTopics
 
 log = structlog.get_logger("bridge.stream")
 
@@ -68,6 +72,9 @@ class StreamListener:
         backoff: Backoff,
         on_state: Callable[[StreamName, bool], None],
         channels: Callable[[], list[int]] = list,
+        on_messages: Callable[[StreamName, list[NvrMessage]], None] | None = None,
+        stale_after: float = 0,
+        topics: NvrTopics | None = None,
     ) -> None:
         self.stream = stream
         self.nvr = client.nvr
@@ -83,6 +90,10 @@ class StreamListener:
         self._replayed = metrics.replayed.labels(client.nvr, stream)
         self._gap = GapMemory() if stream in HISTORY_SEARCH else None
         self._down_since: float | None = None
+        self._on_messages = on_messages
+        # Only the status stream talks every second: silence there means a hung NVR.
+        self._stale_after = stale_after if stream == "status" else 0
+        self._gap_topic = topics.gap if topics is not None else f"{client.nvr}/gap"
 
     @property
     def task_name(self) -> str:
@@ -111,7 +122,7 @@ class StreamListener:
                     await self._replay(self._down_since, time.time())
                 while True:
                     # Raw bytes: orjson parses UTF-8 itself, so text is never decoded twice.
-                    frame = await websocket.recv(decode=False)
+                    frame = await self._receive(websocket)
                     await self._handle(frame)
                     await self._link.wait_for_room()
         except ConnectionClosed as exc:
@@ -122,23 +133,39 @@ class StreamListener:
             log.error("stream needs credentials", reason=reason)
         except LoginError:
             reason = "login failed"  # the client logged the one clear line about it
-        except NvrError as exc:
+        except NvrError as exc:  # StreamSilent included
             reason = exc.reason
         except (OSError, TimeoutError) as exc:
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         finally:
             if connected_at is not None:
                 self._closed()
+        self._report(connected_at, reason)
+        return connected_at
+
+    def _report(self, connected_at: float | None, reason: str) -> None:
+        """One clear line when a stream starts failing; the retries after it are debug."""
         if connected_at is not None:
             self._failures = 0
             log.warning("stream disconnected", reason=reason)
-        else:
-            self._failures += 1
-            # One clear line when a stream starts failing; the retries after it are debug.
-            if reason != "login failed":
-                report = log.warning if self._failures == 1 else log.debug
-                report("stream connect failed", reason=reason, failures=self._failures)
-        return connected_at
+            return
+        self._failures += 1
+        if reason != "login failed":  # the client logged the one clear line about it
+            report = log.warning if self._failures == 1 else log.debug
+            report("stream connect failed", reason=reason, failures=self._failures)
+
+    async def _receive(self, websocket: ClientConnection) -> bytes | str:
+        """The next frame; StreamSilent when the status stream says nothing for too long."""
+        if not self._stale_after:
+            return await websocket.recv(decode=False)
+        try:
+            async with asyncio.timeout(self._stale_after):
+                return await websocket.recv(decode=False)
+        except TimeoutError:
+            raise StreamSilent(
+                f"no status frame for {self._stale_after:g} s although the NVR sends one "
+                "every second (BRIDGE_STATUS_STALE_AFTER); reconnecting"
+            ) from None
 
     def _opened(self) -> None:
         self._connections += 1
@@ -190,6 +217,8 @@ class StreamListener:
                 total=len(items),
             )
             self._publish(outcome)
+            if self._on_messages is not None and outcome.messages:
+                self._on_messages(self.stream, list(outcome.messages))
         if outcome.rejected:
             counters.invalid.inc(outcome.rejected)
             log.warning(
@@ -214,8 +243,12 @@ class StreamListener:
                     self._gap.saw_live((message.channel, message.type, message.data), now)
 
     async def _replay(self, down_since: float, until: float) -> None:
-        """Publish what the NVR recorded while this stream was down (see bridge.replay)."""
+        """Publish what the NVR recorded while this stream was down (see bridge.replay).
+
+        Then the outage report: ``{base}/{nvr}/gap`` (CONTRACT section 7.7).
+        """
         assert self._gap is not None  # noqa: S101 - only streams with a history replay
+        self._down_since = None
         body: dict[str, object] = {
             "StartTime": int(down_since - OVERLAP),
             "EndTime": int(until) + 1,
@@ -236,13 +269,14 @@ class StreamListener:
                 hint="items of the outage may be missing",
                 outage_seconds=round(until - down_since, 1),
             )
-            self._down_since = None
+            self._report_gap(down_since, until, 0, complete=False)
             return
-        self._down_since = None
         parse = events_from_search if self.stream == "event" else metas_from_search
         missed = self._gap.missed(parse(answer.body), since=down_since - OVERLAP)
         timestamp = format_timestamp(time.time())
-        for item in missed:
+        for index, item in enumerate(missed):
+            if index and not index % ITEM_SLICE:
+                await asyncio.sleep(0)  # a long history: let the other NVRs run
             for publication in self._normalizer.normalize(
                 self.stream, item.message, timestamp, history_ms=item.time_ms
             ):
@@ -254,6 +288,25 @@ class StreamListener:
             replayed=len(missed),
             outage_seconds=round(until - down_since, 1),
         )
+        self._report_gap(down_since, until, len(missed), complete=True)
+
+    def _report_gap(
+        self, down_since: float, until: float, replayed: int, *, complete: bool
+    ) -> None:
+        payload = {
+            "nvr": self.nvr,
+            "stream": self.stream,
+            "from": format_timestamp(down_since),
+            "to": format_timestamp(until),
+            "replayed": replayed,
+            "complete": complete,
+            "timestamp": format_timestamp(time.time()),
+        }
+        self._link.publish(Publication(self._gap_topic, compact_json(payload), False, self.nvr))
+
+
+class StreamSilent(NvrError):
+    """The status stream stayed open but carried no frame for too long."""
 
 
 def _close_reason(code: int | None, reason: str | None) -> str:
