@@ -1,0 +1,1 @@
+"""Development tools of nvr-bridge: run from the repository, never installed with it."""
