@@ -55,6 +55,9 @@ def _banner(broker_url: str, host: str, port: int, sim_url: str, http_port: int)
             "  try a command   "
             f"mosquitto_pub -h {host} -p {port} -t '{BASE}/{DEMO_NVR}/request/buzzer' "
             '-m \'{"timeout": 3, "transaction": "t1"}\'',
+            "  break a stream  "
+            f"curl -X POST {sim_url}/_sim/drop -d '{{\"stream\": \"event\"}}'"
+            f"   (then watch {BASE}/{DEMO_NVR}/gap)",
             "",
         ]
     )
@@ -97,6 +100,10 @@ async def run_demo(
         http_host="127.0.0.1",
         log_format="console",
         log_level="warning",
+        # Show the images too: a snapshot of a channel when it sees motion or an alarm.
+        snapshot_events=("Motion", "InputAlarm"),
+        snapshot_min_interval=10,
+        ha_discovery=True,
     )
     bridge = Bridge(config)
     print(
