@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from typing import TYPE_CHECKING
 
@@ -29,7 +30,7 @@ import structlog
 from bridge import __version__
 from bridge.backoff import Backoff
 from bridge.config import NVR_ID_PATTERN, BridgeConfig, secrets_of
-from bridge.homeassistant import DiscoveryRegistry
+from bridge.homeassistant import DiscoveryRegistry, Trigger, discovery_configs
 from bridge.limits import InputLimits
 from bridge.mqtt import MqttLink
 from bridge.normalize import compact_json, format_timestamp
@@ -97,6 +98,9 @@ class Bridge:
         )
         # Always read back earlier discovery lists, so turning discovery off clears it.
         self.link.subscribe(self.topics.discovery_registry_filter)
+        if config.ha_discovery:
+            # Home Assistant's birth message: publish every config again.
+            self.link.subscribe(self.topics.ha_status)
         # Every NVR's availability: one the configuration no longer has is cleared.
         self.link.subscribe(self.topics.availability_filter)
         self._configured = frozenset(n.id for n in config.nvrs)
@@ -110,7 +114,8 @@ class Bridge:
                 link=self.link,
                 metrics=self.metrics,
                 login_gate=self._login_gate,
-                on_info=self.discovery.announce if config.ha_discovery else None,
+                on_info=functools.partial(self._announce, nvr.id) if config.ha_discovery else None,
+                on_seen=functools.partial(self._seen, nvr.id) if config.ha_discovery else None,
                 redactor=self.redactor,
                 limits=InputLimits(
                     json_max_depth=config.json_max_depth,
@@ -164,10 +169,38 @@ class Bridge:
             )
         return dead
 
+    def _announce(self, nvr_id: str) -> None:
+        """Publish one NVR's Home Assistant discovery as it stands now."""
+        supervisor = self.nvrs[nvr_id]
+        configs = discovery_configs(
+            supervisor.topics,
+            supervisor.info,
+            prefix=self.config.ha_prefix,
+            state=supervisor.state,
+            triggers=frozenset(self.discovery.triggers.get(nvr_id, ())),
+            snapshots=bool(self.config.snapshot_events),
+            commands=self.config.commands_for(supervisor.config),
+            url=supervisor.config.url,
+        )
+        self.discovery.announce(nvr_id, configs)
+
+    def _seen(self, nvr_id: str, channel: int | None, kind: str, state: str) -> None:
+        """An event (or exception) type seen live: a device trigger for it, once."""
+        if self.discovery.learn(nvr_id, Trigger(channel, kind, state)) and self.nvrs[nvr_id].info:
+            self._announce(nvr_id)
+
     def _route(self, message: InboundMessage) -> None:
         topics = self.topics
         if message.topic.startswith(topics.discovery_prefix):
-            self.discovery.recall(message.topic, message.payload)
+            learned = self.discovery.recall(message.topic, message.payload)
+            nvr = message.topic[len(topics.discovery_prefix) :]
+            if learned and nvr in self.nvrs and self.nvrs[nvr].info:
+                self._announce(nvr)
+            return
+        if message.topic == topics.ha_status:
+            if self.config.ha_discovery and message.payload.strip().lower() == b"online":
+                log.info("home assistant is online, publishing discovery again")
+                self.discovery.republish()
             return
         found = topics.nvr_of(message.topic)
         if found is None:

@@ -189,6 +189,9 @@ class Normalizer:
     topics: NvrTopics
     redactor: Redactor = NO_SECRETS
     max_depth: int = DEFAULT_JSON_MAX_DEPTH
+    # Event types whose state starts as inactive when the status says no event is active
+    # (Home Assistant's motion and input alarm sensors, never "unknown").
+    baseline_events: tuple[str, ...] = ()
     _status: dict[int, StatusKey] = field(default_factory=dict)
     _dispatch: dict[str, Callable[[Any, str, int | None], list[Publication]]] = field(
         default_factory=dict
@@ -198,6 +201,8 @@ class Normalizer:
     _alarm: dict[int, bool] = field(default_factory=dict)
     _record: dict[int, bool] = field(default_factory=dict)
     _record_from_status: set[int] = field(default_factory=set)
+    # (channel, event type) whose state topic was published in this run.
+    _event_state_known: set[tuple[int | None, str]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._dispatch = {
@@ -270,6 +275,8 @@ class Normalizer:
         if msg.state in STATE_VALUES and history_ms is None:
             state_topic = self._channel_topic(msg.channel, "event_state", kind)
             out.append(Publication(state_topic, msg.state.encode(), True, nvr, "event"))
+            if len(self._event_state_known) < TOPIC_CACHE_SIZE:
+                self._event_state_known.add((msg.channel, kind))
         return out
 
     def meta(
@@ -368,7 +375,25 @@ class Normalizer:
             "timestamp": timestamp,
         }
         topic = self.topics.status(msg.channel)
-        return [Publication(topic, _dumps(payload), True, nvr, "status"), *record]
+        return [
+            Publication(topic, _dumps(payload), True, nvr, "status"),
+            *record,
+            *self._baseline(msg.channel, event_active=msg.event),
+        ]
+
+    def _baseline(self, channel: int, *, event_active: bool) -> list[Publication]:
+        """``inactive`` for the baseline event types of a channel with no state yet."""
+        if event_active or not self.baseline_events:
+            return []
+        out = []
+        for kind in self.baseline_events:
+            key = (channel, kind)
+            if key in self._event_state_known or len(self._event_state_known) >= TOPIC_CACHE_SIZE:
+                continue
+            self._event_state_known.add(key)
+            topic = self._channel_topic(channel, "event_state", kind)
+            out.append(Publication(topic, b"inactive", True, self.topics.nvr, "status"))
+        return out
 
     def message(
         self, msg: SystemMessage, timestamp: str, history_ms: int | None

@@ -22,12 +22,19 @@ from bridge.backoff import Backoff
 from bridge.command_runner import CommandRunner
 from bridge.commands import ParsedRequest
 from bridge.config import BridgeConfig, NvrConfig
-from bridge.homeassistant import cameras_from_info
+from bridge.homeassistant import BASELINE_EVENTS, cameras_from_info
 from bridge.limits import MAX_CHANNELS, InputLimits
 from bridge.normalize import Normalizer, format_timestamp
 from bridge.nvr import readings
 from bridge.nvr.client import NvrAnswer, NvrClient, NvrError, NvrHttpError
-from bridge.nvr.models import STREAM_NAMES, EventHookMessage, NvrMessage, StreamName, SystemMessage
+from bridge.nvr.models import (
+    STREAM_NAMES,
+    EventHookMessage,
+    ExceptionMessage,
+    NvrMessage,
+    StreamName,
+    SystemMessage,
+)
 from bridge.nvr.pollers import Availability, NvrState, PinPoller, PresetReader, StoragePoller
 from bridge.nvr.snapshots import Snapshotter
 from bridge.nvr.streams import StreamListener
@@ -56,7 +63,8 @@ class NvrSupervisor:
         link: Publisher,
         metrics: Metrics,
         login_gate: asyncio.Semaphore,
-        on_info: Callable[[NvrTopics, dict[str, Any]], None] | None = None,
+        on_info: Callable[[], None] | None = None,
+        on_seen: Callable[[int | None, str, str], None] | None = None,
         redactor: Redactor = NO_SECRETS,
         limits: InputLimits | None = None,
     ) -> None:
@@ -64,6 +72,7 @@ class NvrSupervisor:
         self.config = nvr
         self._redactor = redactor
         self._on_info = on_info
+        self._on_seen = on_seen
         self.id = nvr.id
         self.topics = NvrTopics(config.base_topic, nvr.id)
         self._link = link
@@ -84,7 +93,10 @@ class NvrSupervisor:
             limits=limits,
         )
         self.normalizer = Normalizer(
-            self.topics, redactor=redactor, max_depth=limits.json_max_depth
+            self.topics,
+            redactor=redactor,
+            max_depth=limits.json_max_depth,
+            baseline_events=BASELINE_EVENTS if config.ha_discovery else (),
         )
         self.listeners = [
             StreamListener(
@@ -264,18 +276,27 @@ class NvrSupervisor:
     def _announce(self) -> None:
         """Tell Home Assistant discovery what the NVR is now (info and readers' state)."""
         if self._on_info is not None and self._info:
-            self._on_info(self.topics, self._info)
+            self._on_info()
 
     def _state_changed(self) -> None:
         """A reader learned something that changes the NVR's entities (pins, presets...)."""
         self._announce()
 
     def _observe(self, stream: StreamName, messages: list[NvrMessage]) -> None:
-        """Live items after they were published: snapshot triggers, camera changes."""
-        if stream == "event" and self.snapshots.enabled:
+        """Live items after they were published: snapshots, camera changes, triggers."""
+        if stream == "event":
             for message in messages:
-                if isinstance(message, EventHookMessage):
+                if not isinstance(message, EventHookMessage):
+                    continue
+                if self.snapshots.enabled:
                     self.snapshots.on_event(message.channel, message.type, message.state)
+                if self._on_seen is not None and message.channel is not None:
+                    kind = self._redactor.text(message.type)
+                    self._on_seen(message.channel, kind, message.state)
+        elif stream == "exception" and self._on_seen is not None:
+            for message in messages:
+                if isinstance(message, ExceptionMessage):
+                    self._on_seen(None, self._redactor.text(message.exception), "")
         elif stream == "message" and any(
             isinstance(m, SystemMessage) and m.message == "cameraDetail" for m in messages
         ):

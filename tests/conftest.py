@@ -294,7 +294,7 @@ class Watcher:
         except TimeoutError:
             topics = [m.topic for m in self.messages[-20:]]
             raise AssertionError(
-                f"timed out after {timeout} s waiting for {what or predicate}; "
+                f"timed out after {timeout} s waiting for {(what() if callable(what) else what) or predicate}; "
                 f"last topics: {topics}"
             ) from None
 

@@ -36,6 +36,7 @@ from paho.mqtt.properties import Properties
 from pydantic import SecretStr
 
 from bridge.config import NvrConfig
+from bridge.homeassistant import MAX_CAMERAS
 from bridge.limits import MAX_CHANNELS
 from bridge.normalize import TOPIC_CACHE_SIZE
 from bridge.nvr.auth import LOGIN_PATH
@@ -511,7 +512,8 @@ async def test_status_of_more_than_4096_channels_is_refused_beyond_the_bound(
 async def test_system_info_claiming_2_million_channels_is_clamped_to_4096(
     private_broker, base_topic, sim, hostile, start_bridge
 ):
-    """getSystemInfo with 2,000,000 channels: known channels and discovery stop at 4,096."""
+    """getSystemInfo with 2,000,000 channels: known channels stop at 4,096, Home Assistant
+    discovery at its own bound of 256 cameras."""
     broker = private_broker
     hostile.system_info = {"device_name": "Huge", "ipcam_channels": 2_000_000}
     registry = f"{base_topic}/bridge/discovery/{BAD}"
@@ -528,9 +530,9 @@ async def test_system_info_claiming_2_million_channels_is_clamped_to_4096(
         (listed,) = await w.wait_topic(registry, timeout=20)
     supervisor = running.bridge.nvrs[BAD]
     assert supervisor.known_channels() == list(range(1, MAX_CHANNELS + 1))
-    topics = orjson.loads(listed.payload)
-    assert any(f"/ch{MAX_CHANNELS}_motion/" in t for t in topics)
-    assert not any(f"/ch{MAX_CHANNELS + 1}_" in t for t in topics)
+    topics = orjson.loads(listed.payload)["topics"]
+    assert any(f"/ch{MAX_CAMERAS}_motion/" in t for t in topics)
+    assert not any(f"/ch{MAX_CAMERAS + 1}_" in t for t in topics)
     started = time.monotonic()
     await assert_alive(running)
     assert time.monotonic() - started < 2

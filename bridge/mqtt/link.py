@@ -216,6 +216,11 @@ class MqttLink:
         return "5" if self._v5 else "3.1.1"
 
     @property
+    def connected_since(self) -> float:
+        """When (monotonic seconds) the current or last connection was established."""
+        return self._connected_at
+
+    @property
     def max_payload(self) -> int:
         """The largest payload the broker takes (Maximum Packet Size less topic room)."""
         limit = self._config.max_packet or codec.MAX_REMAINING_LENGTH
