@@ -29,7 +29,7 @@ import structlog
 
 from bridge import __version__
 from bridge.backoff import Backoff
-from bridge.config import NVR_ID_PATTERN, BridgeConfig, secrets_of
+from bridge.config import NVR_ID_PATTERN, BridgeConfig, config_warnings, secrets_of
 from bridge.homeassistant import DiscoveryRegistry, Trigger, discovery_configs
 from bridge.limits import InputLimits
 from bridge.mqtt import MqttLink
@@ -243,6 +243,12 @@ class Bridge:
         }
         self.link.publish(Publication(self.topics.info, compact_json(info), True, ""))
 
+    def _warn(self) -> None:
+        """One line per setting that is valid but probably not meant (TLS off, no password)."""
+        self._warn_insecure()
+        for warning in config_warnings(self.config, tls=False):
+            log.warning("configuration warning", warning=warning)
+
     def _warn_insecure(self) -> None:
         mqtt = self.config.mqtt
         if mqtt.is_tls and not mqtt.verify_tls:
@@ -295,7 +301,7 @@ class Bridge:
 
     async def run(self) -> None:
         """Run until ``stop()``; then shut down in order (see module doc)."""
-        self._warn_insecure()
+        self._warn()
         if self.http is not None:
             await self._start_http()
         log.info(

@@ -1,7 +1,7 @@
 """The ``nvr-bridge`` command line: run, simulate, demo, check-config, discover.
 
-Exit codes: 0 success (also after a clean SIGTERM/SIGINT shutdown), 2 a configuration
-or usage error.
+Exit codes: 0 success (also after a clean SIGTERM/SIGINT shutdown), 1 ``discover``
+found no NVR, 2 a configuration, start-up or usage error.
 """
 
 from __future__ import annotations
@@ -16,9 +16,18 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from bridge import __version__
-from bridge.config import BridgeConfig, ConfigError, load_config, masked, secrets_of
+from bridge.config import (
+    BridgeConfig,
+    ConfigError,
+    config_warnings,
+    load_config,
+    masked,
+    secrets_of,
+)
 
 EXIT_CONFIG = 2
+EXIT_NOTHING_FOUND = 1
+REFERENCE = "docs/configuration.md"
 
 
 def _install_uvloop() -> None:
@@ -108,17 +117,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
     text = yaml.safe_dump(masked(config), sort_keys=False, default_flow_style=False)
     print(text, end="")
-    if config.mqtt.is_tls and not config.mqtt.verify_tls:
-        print(
-            "warning: mqtt.verify_tls is false: any broker certificate is accepted",
-            file=sys.stderr,
-        )
-    for nvr in config.nvrs:
-        if nvr.is_tls and not nvr.verify_tls:
-            print(
-                f"warning: nvrs[{nvr.id}].verify_tls is false: any certificate is accepted",
-                file=sys.stderr,
-            )
+    for warning in config_warnings(config):
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -179,15 +179,21 @@ def cmd_discover(args: argparse.Namespace) -> int:
 
         print(orjson.dumps([d.as_dict() for d in devices], option=orjson.OPT_INDENT_2).decode())
     else:
-        print(format_table(devices))
-    return 0
+        print(format_table(devices, port=args.port))
+    return 0 if devices else EXIT_NOTHING_FOUND
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that shows every option's default."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every sub-command."""
+    """The argument parser of every sub-command (each option with its help and default)."""
     parser = argparse.ArgumentParser(
         prog="nvr-bridge",
         description="Bridge EverFocus NVR event streams and commands to MQTT.",
+        epilog=f"Every setting, topic and metric: {REFERENCE} and docs/mqtt.md.",
+        formatter_class=_Help,
     )
     parser.add_argument(
         "--config", metavar="FILE", help="YAML configuration file (else BRIDGE_CONFIG_FILE)"
@@ -197,38 +203,71 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="bridge every configured NVR until SIGTERM")
+    run = commands.add_parser(
+        "run",
+        help="bridge every configured NVR until SIGTERM",
+        description="Bridge every configured NVR to the MQTT broker until SIGTERM or Ctrl-C, "
+        "then publish offline and exit 0. The configuration comes from BRIDGE_* environment "
+        f"variables and an optional YAML file: see {REFERENCE}. Exit code 2 with one "
+        "'config error:' or 'start error:' line when it cannot start.",
+        formatter_class=_Help,
+    )
     run.set_defaults(handler=cmd_run)
 
-    check = commands.add_parser("check-config", help="validate and print the configuration")
+    check = commands.add_parser(
+        "check-config",
+        help="validate and print the configuration",
+        description="Validate the configuration (environment and file, every file it names "
+        "included) and print it with passwords masked, then warnings on stderr; exit 2 with "
+        f"one 'config error:' line per problem. Every setting: {REFERENCE}.",
+        formatter_class=_Help,
+    )
     check.set_defaults(handler=cmd_check_config)
     for sub in (run, check):
         # Also after the command: `nvr-bridge run --config bridge.yaml`.
         sub.add_argument(
-            "--config", metavar="FILE", default=argparse.SUPPRESS, help="YAML configuration file"
+            "--config",
+            metavar="FILE",
+            default=argparse.SUPPRESS,
+            help="YAML configuration file (else BRIDGE_CONFIG_FILE)",
         )
 
-    sim = commands.add_parser("simulate", help="serve a simulated NVR")
-    sim.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    sim.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
-    sim.add_argument("--channels", type=int, default=4, help="number of channels (default 4)")
-    sim.add_argument("--username", default="admin", help="login name (default admin)")
-    sim.add_argument("--password", default="admin", help="login password (default admin)")
+    sim = commands.add_parser(
+        "simulate",
+        help="serve a simulated NVR",
+        description="Serve a simulated EverFocus NVR (its REST API, five websocket streams "
+        "and UDP discovery) producing realistic traffic; its /_sim/ control API drops "
+        "streams, injects faults and pushes items (see bridge/sim/control.py).",
+        formatter_class=_Help,
+    )
+    sim.add_argument("--host", default="127.0.0.1", help="address to bind")
+    sim.add_argument("--port", type=int, default=8080, help="HTTP port (0: any free one)")
+    sim.add_argument("--channels", type=int, default=4, help="number of channels")
+    sim.add_argument("--username", default="admin", help="login name")
+    sim.add_argument("--password", default="admin", help="login password")
     sim.add_argument("--no-auth", action="store_true", help="require no login")
     sim.add_argument("--quiet", action="store_true", help="no generated traffic")
     sim.add_argument("--count", type=int, default=1, help="serve N NVRs on ports P..P+N-1")
     sim.add_argument(
         "--discovery-port",
         type=int,
-        default=None,
-        help="answer UDP discovery on this port (31501 is the NVR's)",
+        default=31501,
+        help="answer UDP discovery on this port of --host (31501 is the NVR's; 0: do not)",
     )
     sim.add_argument("--tls-cert", default=None, help="serve https/wss with this certificate")
     sim.add_argument("--tls-key", default=None, help="private key of --tls-cert")
-    sim.add_argument("--log-format", default="console", choices=("json", "console"))
+    sim.add_argument(
+        "--log-format", default="console", choices=("json", "console"), help="log format"
+    )
     sim.set_defaults(handler=cmd_simulate)
 
-    demo = commands.add_parser("demo", help="everything on one machine, with a live view")
+    demo = commands.add_parser(
+        "demo",
+        help="everything on one machine, with a live view",
+        description="An embedded MQTT broker (port 1883 when free), a simulated NVR, the "
+        "bridge and a live view of the traffic, with nothing else installed; Ctrl-C stops it.",
+        formatter_class=_Help,
+    )
     demo.add_argument(
         "--broker",
         default=None,
@@ -240,20 +279,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--duration",
         type=float,
         default=None,
-        help="stop after this many seconds (default: until Ctrl-C)",
+        help="stop after this many seconds (none: until Ctrl-C)",
     )
     demo.set_defaults(handler=cmd_demo)
 
-    disc = commands.add_parser("discover", help="find NVRs on the LAN (UDP port 31501)")
+    disc = commands.add_parser(
+        "discover",
+        help="find NVRs on the LAN (UDP port 31501)",
+        description="Send the SDK's UDP inquiry and list the NVRs that answer, with the URL "
+        "to configure; exit 1 when none answered.",
+        formatter_class=_Help,
+    )
     disc.add_argument(
         "--target",
         default="255.255.255.255",
-        help="address to send the inquiry to (default: broadcast)",
+        help="address to send the inquiry to (the default is a broadcast)",
     )
     disc.add_argument(
         "--interface", default=None, help="local address to send from (picks the network interface)"
     )
-    disc.add_argument("--port", type=int, default=31501, help="discovery port (default 31501)")
+    disc.add_argument("--port", type=int, default=31501, help="discovery port")
     disc.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for answers")
     disc.add_argument("--json", action="store_true", help="print JSON instead of a table")
     disc.set_defaults(handler=cmd_discover)

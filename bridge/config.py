@@ -12,11 +12,13 @@ Errors::
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import re
 import socket
 import ssl
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Self, get_args
 from urllib.parse import urlsplit
@@ -531,8 +533,11 @@ def _load_yaml(path: str) -> dict[str, Any]:
     return data
 
 
-def _merge_nvr_overrides(data: dict[str, Any], nvr_env: dict[str, Any]) -> None:
-    """Apply ``BRIDGE_NVR_*`` to the file's NVR named by BRIDGE_NVR_ID, or its only one."""
+def _merge_nvr_overrides(data: dict[str, Any], nvr_env: dict[str, Any]) -> int | None:
+    """Apply ``BRIDGE_NVR_*`` to the file's NVR named by BRIDGE_NVR_ID, or its only one.
+
+    Returns the index of the NVR the variables changed (None when none were set).
+    """
     nvrs = data.get("nvrs")
     if nvrs is None:
         nvrs = []
@@ -540,31 +545,49 @@ def _merge_nvr_overrides(data: dict[str, Any], nvr_env: dict[str, Any]) -> None:
         raise ConfigError(["nvrs: must be a list of NVRs"])
     data["nvrs"] = nvrs
     if not nvr_env:
-        return
+        return None
     wanted = nvr_env.get("id")
     if not nvrs:
         nvrs.append(dict(nvr_env))
-        return
-    matches = [n for n in nvrs if isinstance(n, dict) and n.get("id", "nvr") == wanted]
-    if wanted is not None and matches:
-        matches[0].update(nvr_env)
-    elif len(nvrs) == 1 and isinstance(nvrs[0], dict):
-        nvrs[0].update(nvr_env)
-    elif wanted is not None:
-        nvrs.append(dict(nvr_env))
-    else:
+        return 0
+    ids = [n.get("id", "nvr") if isinstance(n, dict) else None for n in nvrs]
+    if wanted is not None:
+        if wanted in ids:
+            index = ids.index(wanted)
+            nvrs[index].update(nvr_env)
+            return index
+        known = ", ".join(repr(i) for i in ids if i is not None)
         raise ConfigError(
             [
-                "BRIDGE_NVR_*: the config file lists several NVRs; set BRIDGE_NVR_ID to the "
-                "one the environment variables should change"
+                f"BRIDGE_NVR_ID: {wanted!r} is none of the NVRs of the configuration file "
+                f"({known}); set it to one of them, or add the NVR to the file"
             ]
         )
+    if len(nvrs) == 1 and isinstance(nvrs[0], dict):
+        nvrs[0].update(nvr_env)
+        return 0
+    raise ConfigError(
+        [
+            "BRIDGE_NVR_*: the configuration file lists several NVRs; set BRIDGE_NVR_ID to "
+            "the one the environment variables should change"
+        ]
+    )
 
 
-def _describe(error: Any) -> str:
+Origins = dict[tuple[str | int, ...], str]
+
+
+def _describe(error: Any, origins: Origins | None = None) -> str:
+    """One problem as a line: the variable that set the value, else its place in the file."""
+    loc = tuple(error["loc"])
     location = ""
-    for part in error["loc"]:
+    for part in loc:
         location += f"[{part}]" if isinstance(part, int) else (f".{part}" if location else part)
+    for size in range(len(loc), 0, -1):
+        variable = (origins or {}).get(loc[:size])
+        if variable is not None:
+            location = variable
+            break
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "missing":
         message = "is required"
@@ -575,18 +598,33 @@ def _describe(error: Any) -> str:
     return f"{location or 'config'}: {message}"
 
 
+def _unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A line per BRIDGE_* variable that is no setting, naming the closest one."""
+    known = {f"BRIDGE_{name.upper()}" for name in _Environment.model_fields}
+    problems = []
+    for key in sorted(environ):
+        if not key.startswith("BRIDGE_") or key in known:
+            continue
+        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.7)
+        hint = f"; did you mean {close[0]}?" if close else "; see docs/configuration.md"
+        problems.append(f"{key}: is not a known setting{hint}")
+    return problems
+
+
 def load_config(
-    config_file: str | None = None, environ: dict[str, str] | None = None
+    config_file: str | None = None, environ: Mapping[str, str] | None = None
 ) -> BridgeConfig:
     """Build the configuration from ``environ`` (default: the process's) and a YAML file.
 
-    Raises ConfigError with every problem found, each on its own line.
+    Raises ConfigError with every problem found, each on its own line: a BRIDGE_*
+    variable that is no setting is one (a typo never passes), and a value set by a
+    variable is reported under the variable's name.
     """
-    env = (
-        _Environment.model_construct(None, **_env_kwargs(environ))
-        if environ is not None
-        else _Environment()
-    )
+    variables = dict(os.environ if environ is None else environ)
+    unknown = _unknown_variables(variables)
+    if unknown:
+        raise ConfigError(unknown)
+    env = _Environment.model_construct(None, **_env_kwargs(variables))
     path = config_file or env.config_file
     data: dict[str, Any] = _load_yaml(path) if path else {}
     top, mqtt_env, nvr_env = _environment_overrides(env)
@@ -601,15 +639,19 @@ def load_config(
         if not isinstance(mqtt, dict):
             raise ConfigError(["mqtt: must be a mapping of broker settings"])
         data["mqtt"] = {**mqtt, **mqtt_env}
-    _merge_nvr_overrides(data, nvr_env)
+    index = _merge_nvr_overrides(data, nvr_env)
+    origins: Origins = {(name,): f"BRIDGE_{name.upper()}" for name in top}
+    origins |= {("mqtt", name): f"BRIDGE_MQTT_{name.upper()}" for name in mqtt_env}
+    if index is not None:
+        origins |= {("nvrs", index, name): f"BRIDGE_NVR_{name.upper()}" for name in nvr_env}
     try:
         return BridgeConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError([_describe(e) for e in exc.errors()]) from None
+        raise ConfigError([_describe(e, origins) for e in exc.errors()]) from None
 
 
-def _env_kwargs(environ: dict[str, str]) -> dict[str, str]:
-    """Turn a BRIDGE_* mapping into _Environment's field names (for tests and tools)."""
+def _env_kwargs(environ: Mapping[str, str]) -> dict[str, str]:
+    """Turn a BRIDGE_* mapping into _Environment's field names."""
     fields = _Environment.model_fields
     out: dict[str, str] = {}
     for key, value in environ.items():
@@ -617,6 +659,35 @@ def _env_kwargs(environ: dict[str, str]) -> dict[str, str]:
         if key.upper().startswith("BRIDGE_") and name in fields:
             out[name] = value
     return out
+
+
+def config_warnings(config: BridgeConfig, *, tls: bool = True) -> list[str]:
+    """What is valid but probably not meant: a line each (check-config and run show them).
+
+    ``tls`` False leaves out the warnings about certificate checks turned off (``run`` logs
+    those with hints of their own).
+    """
+    warnings = []
+    if not config.commands:
+        warnings.append(
+            "BRIDGE_COMMANDS is empty: every command is off, and every request will be refused"
+        )
+    for nvr in config.nvrs:
+        if nvr.commands is not None and not nvr.commands:
+            warnings.append(f"nvrs[{nvr.id}].commands is empty: NVR {nvr.id!r} obeys no command")
+        if nvr.username and (nvr.password is None or not nvr.password.get_secret_value()):
+            warnings.append(
+                f"NVR {nvr.id!r} has a username and an empty password; set "
+                "BRIDGE_NVR_PASSWORD (or BRIDGE_NVR_PASSWORD_FILE) if the account has one"
+            )
+        if tls and nvr.is_tls and not nvr.verify_tls:
+            warnings.append(f"nvrs[{nvr.id}].verify_tls is false: any certificate is accepted")
+    mqtt = config.mqtt
+    if mqtt.username and (mqtt.password is None or not mqtt.password.get_secret_value()):
+        warnings.append("the MQTT account has a username and an empty password")
+    if tls and mqtt.is_tls and not mqtt.verify_tls:
+        warnings.append("mqtt.verify_tls is false: any broker certificate is accepted")
+    return warnings
 
 
 def masked(config: BridgeConfig) -> dict[str, Any]:

@@ -123,10 +123,10 @@ async def discover(
     return sorted(protocol.found.values(), key=lambda d: (d.address, d.mac or ""))
 
 
-def format_table(devices: list[DiscoveredNvr]) -> str:
+def format_table(devices: list[DiscoveredNvr], port: int = DISCOVERY_PORT) -> str:
     """A readable table of what was found."""
     if not devices:
-        return "no NVR answered (is UDP port 31501 reachable, and are you on its LAN?)"
+        return f"no NVR answered (is UDP port {port} reachable, and are you on its LAN?)"
     rows = [("URL", "NAME", "MODEL", "FIRMWARE", "MAC", "CHANNELS")]
     rows += [
         (

@@ -89,7 +89,7 @@ class NvrSupervisor:
             backoff=Backoff(config.backoff_initial, config.backoff_max),
             ping_interval=config.ws_ping_interval,
             ping_timeout=config.ws_ping_timeout,
-            on_login=self._login_seen.set,
+            on_login=self._logged_in,
             limits=limits,
         )
         self.normalizer = Normalizer(
@@ -216,6 +216,11 @@ class NvrSupervisor:
             self._stream_up.clear()
             self._set_online(online=False)
             await self.client.close()
+
+    def _logged_in(self) -> None:
+        """A login succeeded: the info task and the readers start afresh."""
+        self._login_seen.set()
+        self.availability.login()
 
     def not_ready(self) -> str | None:
         """Why this NVR is not online (None when it is), naming a refused login."""

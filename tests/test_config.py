@@ -303,7 +303,7 @@ def test_commands_empty_allows_nothing() -> None:
 def test_commands_unknown_name_is_an_error_naming_it() -> None:
     """An unknown command name is refused, naming the setting and the bad name."""
     line = only_problem(BRIDGE_NVR_URL=NVR_URL, BRIDGE_COMMANDS="ptz,open_door")
-    assert line.startswith("commands")
+    assert line.startswith("BRIDGE_COMMANDS:")
     assert "'open_door'" in line
 
 
@@ -312,9 +312,9 @@ def test_commands_unknown_name_is_an_error_naming_it() -> None:
 
 @pytest.mark.parametrize("nvr_id", ["a/b", "a b", "lobby+", "#", ""])
 def test_nvr_id_must_be_a_topic_level(nvr_id: str) -> None:
-    """An NVR id outside [A-Za-z0-9_-]+ is refused, naming nvrs[0].id and the value."""
+    """An NVR id outside [A-Za-z0-9_-]+ is refused, naming BRIDGE_NVR_ID and the value."""
     line = only_problem(BRIDGE_NVR_URL=NVR_URL, BRIDGE_NVR_ID=nvr_id)
-    assert line.startswith("nvrs[0].id:")
+    assert line.startswith("BRIDGE_NVR_ID:")
     assert repr(nvr_id) in line
 
 
@@ -332,17 +332,17 @@ def test_nvr_id_must_be_a_topic_level(nvr_id: str) -> None:
     ],
 )
 def test_malformed_nvr_url_is_refused(url: str) -> None:
-    """A URL that is not http(s)://host[:port] is one error line naming nvrs[0].url."""
+    """A URL that is not http(s)://host[:port] is one error line naming BRIDGE_NVR_URL."""
     line = only_problem(BRIDGE_NVR_URL=url)
-    assert line.startswith("nvrs[0].url:")
+    assert line.startswith("BRIDGE_NVR_URL:")
     assert repr(url) in line
 
 
 @pytest.mark.parametrize("url", ["http://broker", "mqtt://", "mqtt://broker/topic"])
 def test_malformed_mqtt_url_is_refused(url: str) -> None:
-    """A broker URL that is not mqtt(s)://host[:port] names mqtt.url."""
+    """A broker URL that is not mqtt(s)://host[:port] names BRIDGE_MQTT_URL."""
     line = only_problem(BRIDGE_NVR_URL=NVR_URL, BRIDGE_MQTT_URL=url)
-    assert line.startswith("mqtt.url:")
+    assert line.startswith("BRIDGE_MQTT_URL:")
 
 
 @pytest.mark.parametrize(
@@ -364,7 +364,7 @@ def test_url_error_never_shows_a_password_in_the_url(setting: str, url: str) -> 
 def test_url_with_credentials_is_refused_without_echoing_them() -> None:
     """Credentials in an otherwise fine URL are refused with a pointer to the settings."""
     line = only_problem(BRIDGE_NVR_URL="http://admin:hunter2@10.0.0.1")
-    assert line.startswith("nvrs[0].url:")
+    assert line.startswith("BRIDGE_NVR_URL:")
     assert "hunter2" not in line
 
 
@@ -561,3 +561,62 @@ def test_secrets_of_lists_every_secret(tmp_path: Path) -> None:
 def test_secrets_of_without_passwords_is_empty() -> None:
     """No password configured: nothing to redact."""
     assert secrets_of(load_config(None, {"BRIDGE_NVR_URL": NVR_URL})) == []
+
+
+# -- the first hour: typos, variables named, NVR ids, warnings -------------------------
+
+
+def test_a_misspelt_variable_is_an_error_naming_the_closest_setting() -> None:
+    """BRIDGE_MQTT_USRNAME never passes silently: it names BRIDGE_MQTT_USERNAME."""
+    line = only_problem(BRIDGE_NVR_URL=NVR_URL, BRIDGE_MQTT_USRNAME="u")
+    assert line == "BRIDGE_MQTT_USRNAME: is not a known setting; did you mean BRIDGE_MQTT_USERNAME?"
+
+
+def test_an_unknown_variable_without_a_close_one_points_to_the_reference() -> None:
+    """A BRIDGE_* variable like no setting points to the configuration reference."""
+    line = only_problem(BRIDGE_NVR_URL=NVR_URL, BRIDGE_ZZZ="1")
+    assert line.startswith("BRIDGE_ZZZ: is not a known setting")
+    assert "docs/configuration.md" in line
+
+
+def test_every_setting_has_its_variable() -> None:
+    """The environment's variables are exactly the settings of the models (none forgotten)."""
+    from bridge.config import BridgeConfig, MqttConfig, NvrConfig, _Environment
+
+    expected = {"config_file", "shard_index", "shard_count"}
+    expected |= {n for n in BridgeConfig.model_fields if n not in ("nvrs", "mqtt")}
+    expected |= {f"mqtt_{n}" for n in MqttConfig.model_fields}
+    expected |= {f"nvr_{n}" for n in NvrConfig.model_fields if n != "commands"}
+    assert set(_Environment.model_fields) == expected
+
+
+def test_an_nvr_id_matching_no_nvr_of_the_file_says_so(tmp_path: Path) -> None:
+    """BRIDGE_NVR_ID naming none of the file's NVRs is an error, not a phantom third NVR."""
+    path = write_yaml(
+        tmp_path, {"nvrs": [{"id": "lobby", "url": "http://a"}, {"id": "yard", "url": "http://b"}]}
+    )
+    with pytest.raises(ConfigError) as error:
+        load_config(path, {"BRIDGE_NVR_ID": "gate", "BRIDGE_NVR_PASSWORD": "x"})
+    (line,) = error.value.problems
+    assert line.startswith("BRIDGE_NVR_ID: 'gate' is none of the NVRs")
+    assert "'lobby'" in line and "'yard'" in line
+
+
+def test_warnings_for_commands_off_and_a_username_without_password() -> None:
+    """Valid but probably not meant: every command off, an account without its password."""
+    from bridge.config import config_warnings
+
+    config = load_config(
+        None,
+        {
+            "BRIDGE_NVR_URL": NVR_URL,
+            "BRIDGE_NVR_USERNAME": "admin",
+            "BRIDGE_COMMANDS": "",
+            "BRIDGE_MQTT_USERNAME": "bridge",
+        },
+    )
+    warnings = config_warnings(config)
+    assert any("every command is off" in w for w in warnings)
+    assert any("username and an empty password" in w and "'nvr'" in w for w in warnings)
+    assert any("MQTT account has a username and an empty password" in w for w in warnings)
+    assert config_warnings(load_config(None, {"BRIDGE_NVR_URL": NVR_URL})) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import sys
 
@@ -10,6 +11,12 @@ import orjson
 
 from bridge.discovery import discover, format_table, inquiry, is_inquiry, parse_device_info
 from bridge.sim import SimulatedNvr
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def test_inquiry_is_the_22_byte_structure_of_the_guide():
@@ -80,3 +87,41 @@ async def test_discover_command_prints_json():
     assert process.returncode == 0
     devices = orjson.loads(out)
     assert [d["http_port"] for d in devices] == [sim.port]
+
+
+async def test_discover_exits_1_when_nothing_answered():
+    """No NVR answered: the table says so and the exit code is 1 (scripts can tell)."""
+    port = free_udp_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "discover", "--target", "127.0.0.1", "--port",
+        str(port), "--timeout", "0.3",
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(), 20)
+    assert process.returncode == 1
+    assert f"no NVR answered (is UDP port {port} reachable" in out.decode()
+
+
+async def test_the_simulate_command_answers_discovery_by_default():
+    """`nvr-bridge simulate` answers the inquiry on its host without any flag."""
+    udp = free_udp_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "simulate", "--port", "0", "--quiet",
+        "--discovery-port", str(udp), "--log-format", "json",
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(20):
+            while b"discovery: answering" not in (line := await process.stdout.readline()):
+                assert line, "the simulator ended"
+        found = await discover(target="127.0.0.1", port=udp, timeout=1.0)
+        assert [d.model for d in found] == ["EPN4208-SIM"]
+    finally:
+        process.terminate()
+        await process.wait()
+    help_text = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "simulate", "--help", stdout=subprocess.PIPE
+    )
+    out, _ = await help_text.communicate()
+    assert "(default: 31501)" in out.decode()

@@ -183,6 +183,7 @@ class MqttConnection(asyncio.Protocol):
         self._last_sent = time.monotonic()
         self._last_heard = time.monotonic()
         self._ping_timer: asyncio.TimerHandle | None = None
+        self._first_bytes = bytearray()  # what came before the CONNACK (to name a non-MQTT peer)
         self.connack = ConnAck()
         self.receive_maximum = _MAX_PACKET_ID
         self.maximum_packet_size = codec.MAX_REMAINING_LENGTH + 5
@@ -430,6 +431,9 @@ class MqttConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         """The socket closed (asyncio calls this)."""
         reason = f"the connection closed: {exc}" if exc else "the broker closed the connection"
+        if not self._connack.done() and self._first_bytes:
+            # It answered before closing, and not with a CONNACK: not an MQTT server.
+            reason = f"a malformed packet: it sent {bytes(self._first_bytes[:40])!r}"
         self._finish(reason)
 
     def pause_writing(self) -> None:
@@ -443,6 +447,8 @@ class MqttConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         """Bytes from the broker (asyncio calls this): handle every whole packet."""
         self._last_heard = time.monotonic()
+        if not self._connack.done() and len(self._first_bytes) < 64:
+            self._first_bytes += data[:64]
         reader = self._reader
         reader.feed(data)
         try:

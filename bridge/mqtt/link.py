@@ -196,6 +196,7 @@ class MqttLink:
         self._temporary: set[str] = set()
         self._tasks: asyncio.TaskGroup | None = None
         self._looks: set[asyncio.Task[None]] = set()
+        self._pending_looks: list[tuple[str, float]] = []
         self._connected_at = 0.0
 
     # --- what the rest of the bridge uses ------------------------------------------------
@@ -258,12 +259,18 @@ class MqttLink:
         For a look at retained messages (those of an NVR that left the configuration);
         not renewed after a reconnect. Does nothing while disconnected.
         """
-        connection = self._connection
-        if connection is None or not self.connected or len(self._temporary) >= MAX_TEMPORARY:
-            return
-        if topic_filter in self._temporary:
+        if len(self._temporary) >= MAX_TEMPORARY or topic_filter in self._temporary:
             return
         self._temporary.add(topic_filter)
+        connection = self._connection
+        if connection is None or not self.connected:
+            # Asked while the session is being set up (a retained message read at
+            # subscription time): look once it is up.
+            self._pending_looks.append((topic_filter, seconds))
+            return
+        self._start_look(connection, topic_filter, seconds)
+
+    def _start_look(self, connection: MqttConnection, topic_filter: str, seconds: float) -> None:
 
         async def look() -> None:
             try:
@@ -421,6 +428,9 @@ class MqttLink:
             for callback in self._on_connected:
                 callback()
             self._republish_retained()
+            looks, self._pending_looks = self._pending_looks, []
+            for topic_filter, seconds in looks:
+                self._start_look(connection, topic_filter, seconds)
             await self._pump(connection)
         finally:
             graceful = self._closing and self._outbox.depth == 0

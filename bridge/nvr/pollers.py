@@ -40,10 +40,12 @@ POLL_TIMEOUT = 10.0
 
 @dataclass(slots=True)
 class Availability:
-    """The NVR's online/offline state as events the readers can wait on."""
+    """The NVR's online/offline state and its logins, as events the readers wait on."""
 
     online: asyncio.Event = field(default_factory=asyncio.Event)
     offline: asyncio.Event = field(default_factory=asyncio.Event)
+    logged_in: asyncio.Event = field(default_factory=asyncio.Event)
+    logins: int = 0
 
     def __post_init__(self) -> None:
         self.offline.set()
@@ -52,6 +54,11 @@ class Availability:
         """Record a change of availability."""
         (self.online if online else self.offline).set()
         (self.offline if online else self.online).clear()
+
+    def login(self) -> None:
+        """A new login (also one while the streams stayed up): readers start afresh."""
+        self.logins += 1
+        self.logged_in.set()
 
 
 @dataclass(slots=True)
@@ -83,8 +90,28 @@ class EndpointReader:
     def _count(self, outcome: str) -> None:
         self._metrics.child(self._metrics.polls, self._client.nvr, self.name, outcome).inc()
 
-    async def read(self, method: str = "GET", body: Any = None) -> tuple[bool, Any]:
-        """(answered, answer): ``answered`` False when the call failed or is unsupported."""
+    async def read(
+        self, shape: Callable[[Any], Any], method: str = "GET", body: Any = None
+    ) -> Any | None:
+        """The answer read through ``shape`` (None when it is not of the expected shape).
+
+        None too when the call failed or the endpoint is unsupported; only an answer of
+        the right shape counts as a success.
+        """
+        answered, answer = await self._call(method, body)
+        if not answered:
+            return None
+        value = shape(answer)
+        if value is None:
+            self._failed(f"unexpected answer: {type(answer).__name__}")
+            return None
+        self._count("ok")
+        if self._failure is not None:
+            log.info("nvr poll works again", nvr=self._client.nvr, endpoint=self.path)
+            self._failure = None
+        return value
+
+    async def _call(self, method: str, body: Any) -> tuple[bool, Any]:
         if self.unsupported:
             return False, None
         try:
@@ -101,25 +128,18 @@ class EndpointReader:
                     hint="not asked again until the next login",
                 )
                 return False, None
-            return self._failed(exc.reason)
+            self._failed(exc.reason)
+            return False, None
         except NvrError as exc:
-            return self._failed(exc.reason)
-        self._count("ok")
-        if self._failure is not None:
-            log.info("nvr poll works again", nvr=self._client.nvr, endpoint=self.path)
-            self._failure = None
+            self._failed(exc.reason)
+            return False, None
         return True, answer.body
 
-    def _failed(self, reason: str) -> tuple[bool, Any]:
+    def _failed(self, reason: str) -> None:
         self._count("error")
         if reason != self._failure:
             log.warning("nvr poll failed", nvr=self._client.nvr, endpoint=self.path, error=reason)
         self._failure = reason
-        return False, None
-
-    def unexpected(self, answer: Any) -> None:
-        """The answer was not of the expected shape: a failure like any other."""
-        self._failed(f"unexpected answer: {type(answer).__name__}")
 
 
 class _Reader:
@@ -159,30 +179,39 @@ class _Reader:
 
     async def run(self) -> None:
         """Until cancelled: after each login its first read, then polls while online."""
+        availability = self._availability
         while True:
-            await self._availability.online.wait()
+            await availability.online.wait()
+            login = availability.logins
             await self.after_login()
-            if self._interval <= 0:
-                await self._availability.offline.wait()
-                continue
             delay = self._rng.uniform(0, self._interval)  # spread a fleet's polls
-            while self._availability.online.is_set():
-                if await self._sleep(delay):
+            while availability.online.is_set() and availability.logins == login:
+                if await self._sleep(delay if self._interval > 0 else None):
                     break
-                await self.poll()
+                if availability.logins == login:
+                    await self.poll()
                 delay = self._interval
 
-    async def _sleep(self, delay: float) -> bool:
-        """Sleep ``delay`` or until a poll is asked for; True when the NVR went offline."""
+    async def _sleep(self, delay: float | None) -> bool:
+        """Sleep ``delay`` (None: until something happens) or until a poll is asked for.
+
+        True when the NVR went offline or logged in again (the reader starts afresh).
+        """
+        availability = self._availability
         self._poll_now.clear()
-        offline = asyncio.ensure_future(self._availability.offline.wait())
-        now = asyncio.ensure_future(self._poll_now.wait())
+        availability.logged_in.clear()
+        waits = {
+            asyncio.ensure_future(availability.offline.wait()),
+            asyncio.ensure_future(availability.logged_in.wait()),
+        }
+        if delay is not None:
+            waits.add(asyncio.ensure_future(self._poll_now.wait()))
         try:
-            await asyncio.wait({offline, now}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            offline.cancel()
-            now.cancel()
-        return not self._availability.online.is_set()
+            for waiting in waits:
+                waiting.cancel()
+        return not availability.online.is_set() or availability.logged_in.is_set()
 
     async def after_login(self) -> None:
         """The first read after a login (the default: one poll)."""
@@ -210,34 +239,26 @@ class PinPoller(_Reader):
         self._gpio.login()
         self._status.login()
         self._values.clear()
-        answered, answer = await self._gpio.read()
-        if answered:
-            pins = readings.gpio_pins(answer)
-            if pins is None:
-                self._gpio.unexpected(answer)
-            else:
-                inputs, outputs = pins
-                self.state.inputs, self.state.outputs = inputs, outputs
-                self.state.pins_known = True
-                payload = {
-                    "nvr": self._topics.nvr,
-                    "inputs": inputs,
-                    "outputs": outputs,
-                    "gpio": self._redactor.value(answer),
-                    "timestamp": format_timestamp(time.time()),
-                }
-                self._publish(self._topics.pins, compact_json(payload))
-                self._on_change()
+        gpio = await self._gpio.read(_gpio_answer)
+        if gpio is not None:
+            (inputs, outputs), answer = gpio
+            self.state.inputs, self.state.outputs = inputs, outputs
+            self.state.pins_known = True
+            payload = {
+                "nvr": self._topics.nvr,
+                "inputs": inputs,
+                "outputs": outputs,
+                "gpio": self._redactor.value(answer),
+                "timestamp": format_timestamp(time.time()),
+            }
+            self._publish(self._topics.pins, compact_json(payload))
+            self._on_change()
         await self.poll()
 
     async def poll(self) -> None:
         """Publish each pin's state on first sight and on change."""
-        answered, answer = await self._status.read()
-        if not answered:
-            return
-        values = readings.pin_values(answer)
+        values = await self._status.read(readings.pin_values)
         if values is None:
-            self._status.unexpected(answer)
             return
         for pin, value in values.items():
             if self._values.get(pin) != value:
@@ -263,12 +284,8 @@ class StoragePoller(_Reader):
 
     async def poll(self) -> None:
         """Publish the disk list when it differs from the last one published."""
-        answered, answer = await self._storage.read()
-        if not answered:
-            return
-        disks = readings.disks(answer)
+        disks = await self._storage.read(readings.disks)
         if disks is None:
-            self._storage.unexpected(answer)
             return
         disks = self._redactor.value(disks)
         fingerprint = orjson.dumps(disks, option=orjson.OPT_SORT_KEYS)
@@ -374,6 +391,12 @@ class PresetReader(_Reader):
         """A channel without PTZ: nothing published (and an earlier list is cleared)."""
         if self.state.presets.pop(channel, None) is not None:
             self._publish(self._topics.presets(channel), b"")
+
+
+def _gpio_answer(answer: Any) -> tuple[tuple[list[int], list[int]], Any] | None:
+    """GetGPIOInfo's pins with the answer itself (published whole), or None."""
+    pins = readings.gpio_pins(answer)
+    return None if pins is None else (pins, answer)
 
 
 def _now() -> str:

@@ -138,7 +138,19 @@ async def run_simulator(
         for nvr in fleet.nvrs:
             login = "no login" if username is None else f"username={username} password={password}"
             print(f"{nvr.identity.name}: {nvr.url} {login}", flush=True)
-        if discovery_port is not None:
-            bound = await fleet.start_discovery(host, discovery_port)
-            print(f"discovery: udp {host}:{bound}", flush=True)
+        if discovery_port:
+            try:
+                bound = await fleet.start_discovery(host, discovery_port)
+            except OSError as exc:
+                print(
+                    f"discovery: udp {host}:{discovery_port} is busy ({exc.strerror}); not "
+                    "answering (--discovery-port to pick another, 0 for none)",
+                    flush=True,
+                )
+            else:
+                print(
+                    f"discovery: answering on udp {host}:{bound} "
+                    f"(try: nvr-bridge discover --target {host} --port {bound})",
+                    flush=True,
+                )
         await asyncio.Event().wait()
