@@ -355,6 +355,8 @@ def encode_publish(
     """
     if len(topic) > 0xFFFF:
         raise ValueError(f"a topic of {len(topic)} bytes: MQTT allows 65,535")
+    if b"\x00" in topic:
+        raise ValueError("MQTT topics must not contain U+0000")
     props = b""
     if version == V5:
         props = encode_properties(properties) if properties else b"\x00"
@@ -807,9 +809,10 @@ class PacketReader:
                     return
                 first, remaining, start = header
                 if remaining + start - pos > self.max_packet:
+                    size = remaining + start - pos
                     pos = start
                     self._skip = remaining
-                    self._skipping = Oversized(first >> 4, remaining + start - pos)
+                    self._skipping = Oversized(first >> 4, size)
                     self._skip_head = bytearray()
                     if first >> 4 == PUBLISH:
                         self._skipping.qos = (first >> 1) & 0x03

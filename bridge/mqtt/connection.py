@@ -417,7 +417,11 @@ class MqttConnection(asyncio.Protocol):
                 self._transport.abort()
             self._finish(f"no answer from the broker for {self._keepalive * 1.5:g} s")
             return
-        if now - self._last_sent >= self._keepalive / 2:
+        # Ping when nothing was sent, and when nothing was heard (a QoS 0 publisher gets
+        # no answers, so a busy link may still hear nothing for a keepalive): at most one
+        # ping per tick of half the keepalive.
+        half = self._keepalive / 2
+        if now - self._last_sent >= half or now - self._last_heard >= half:
             self._send_now(codec.encode(PingReq(), self.version))
         self._schedule_ping()
 

@@ -198,6 +198,7 @@ class MqttLink:
         self._looks: set[asyncio.Task[None]] = set()
         self._pending_looks: list[tuple[str, float]] = []
         self._connected_at = 0.0
+        self._marked_at = 0.0
 
     # --- what the rest of the bridge uses ------------------------------------------------
 
@@ -310,6 +311,8 @@ class MqttLink:
             return
         if publication.retain and publication.topic != self._state_topic:
             self._retained.remember(publication)
+        if not self._outbox.depth:
+            self._progress_at = time.monotonic()  # the waiting starts now, not at the last ack
         entry = self._outbox.put(publication)
         if self._spool is not None:
             self._spool.added(entry)
@@ -353,14 +356,13 @@ class MqttLink:
 
     async def _run(self) -> None:
         while not self._closing:
-            started = time.monotonic()
             try:
                 await self._session()
             except (LinkError, OSError) as exc:
-                self._lost(exc, started)
+                self._lost(exc)
             except Exception as exc:  # a bug here must not end the bridge: reconnect
                 log.exception("mqtt link failed unexpectedly, reconnecting")
-                self._lost(LinkError(f"unexpected error: {type(exc).__name__}"), started)
+                self._lost(LinkError(f"unexpected error: {type(exc).__name__}"))
             if self._closing:
                 break
             delay = self._backoff.next_delay()
@@ -471,6 +473,7 @@ class MqttLink:
 
     def _mark_connected(self, connection: MqttConnection) -> None:
         self._session_up = True
+        self._marked_at = time.monotonic()
         self._progress_at = time.monotonic()
         if self._v5:
             self._v5_confirmed = True
@@ -491,12 +494,14 @@ class MqttLink:
             queued=self._outbox.depth,
         )
 
-    def _lost(self, exc: BaseException, started: float) -> None:
+    def _lost(self, exc: BaseException) -> None:
         was_connected = self._session_up
         self._session_up = False
-        lived = time.monotonic() - started
+        # Stable: the session was up (subscribed, publishing) long enough. A broker that
+        # takes TCP and never answers CONNECT must not reset the backoff by taking long.
+        stable = was_connected and time.monotonic() - self._marked_at >= STABLE_SECONDS
         self._set_disconnected()
-        if lived >= STABLE_SECONDS:
+        if stable:
             self._backoff.reset()
         if self._probing_v5 and not was_connected and _refuses_v5(exc):
             log.info(
