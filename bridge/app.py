@@ -48,6 +48,10 @@ log = structlog.get_logger("bridge")
 SHUTDOWN_FLUSH_SECONDS = 3.0
 # How long the bridge looks at the retained topics of an NVR that left the configuration.
 REMOVED_LOOK_SECONDS = 30.0
+# How long the start-up look at the retained topics published on change only lasts.
+KEPT_LOOK_SECONDS = 10.0
+# Room beside a snapshot's bytes in one received packet (topic, properties).
+TOPIC_ROOM = 64 * 1024
 MAX_REMOVED_NVRS = 1000
 # An NVR whose tasks ran this long before failing starts its restart backoff afresh.
 STABLE_RUN_SECONDS = 60.0
@@ -86,6 +90,7 @@ class Bridge:
             retained_max=config.retained_max,
             backoff=Backoff(config.backoff_initial, config.backoff_max),
             spool=self.spool,
+            max_incoming=config.snapshot_max_bytes + TOPIC_ROOM,
         )
         self._login_gate = asyncio.Semaphore(config.login_concurrency)
         self.discovery = DiscoveryRegistry(
@@ -103,6 +108,9 @@ class Bridge:
             self.link.subscribe(self.topics.ha_status)
         # Every NVR's availability: one the configuration no longer has is cleared.
         self.link.subscribe(self.topics.availability_filter)
+        # What an earlier process published on change only, to republish it if need be.
+        for topic_filter in self.topics.kept_filters:
+            self.link.subscribe_for(topic_filter, KEPT_LOOK_SECONDS)
         self._configured = frozenset(n.id for n in config.nvrs)
         self._removed: set[str] = set()
         self.link.on_connected(self._publish_bridge_info)
@@ -208,7 +216,10 @@ class Bridge:
         nvr, levels = found
         supervisor = self.nvrs.get(nvr)
         if supervisor is not None:
-            if levels != ["availability"]:
+            if topics.kept(levels):
+                if message.retain:
+                    self.link.adopt(Publication(message.topic, message.payload, True, nvr))
+            elif levels != ["availability"]:
                 supervisor.commands.handle(message, levels)
             return
         if nvr not in self._configured and nvr != "bridge":

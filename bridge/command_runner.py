@@ -248,6 +248,12 @@ class CommandRunner:
         route = self._topics.route(levels)
         if route is None:
             return None
+        if not message.payload:
+            # An empty payload is how MQTT clears a retained message (a request published
+            # with retain by mistake); it is no request: nothing to run or answer. MQTT
+            # 3.1.1 loses the retain flag on the way, so the payload alone decides.
+            log.debug("empty payload ignored", nvr=self.nvr, topic=message.topic[:200])
+            return None
         if route.kind == "request":
             return parse(route.name, message.payload, decoded=False)
         convenience = convenience_request(

@@ -41,6 +41,7 @@ import orjson
 from bridge import __version__
 from bridge.limits import MAX_CHANNELS, is_channel_number
 from bridge.nvr.pollers import NvrState
+from bridge.nvr.readings import preset_options
 from bridge.publishing import Publication
 from bridge.topics import BridgeTopics, NvrTopics, sanitize_level
 
@@ -246,7 +247,7 @@ class _Builder:
                 "subtype": trigger.state,
                 "topic": self.t.event(trigger.channel, sanitize_level(trigger.kind)),
                 # An event replayed from the NVR's history is not news: it fires nothing.
-                "value_template": "{{ '' if value_json.replayed else value_json.state }}",
+                "value_template": "{{ '' if value_json.get('replayed') else value_json.state }}",
                 "payload": trigger.state,
                 "device": device,
             }
@@ -387,18 +388,9 @@ def _camera_entities(
             device,
             "PTZ preset",
             command_topic=t.preset_set(ch),
-            options=_option_names(presets),
+            options=preset_options(presets),
             icon="mdi:cctv",
         )
-
-
-def _option_names(presets: list[dict[str, str]]) -> list[str]:
-    """The select's options: preset names, made unique with their token where needed."""
-    names: list[str] = []
-    for preset in presets:
-        name = preset["name"]
-        names.append(f"{name} ({preset['preset_token']})" if name in names else name)
-    return names
 
 
 def _nvr_entities(build: _Builder, state: NvrState, allowed: frozenset[str]) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import structlog
@@ -35,6 +35,15 @@ from bridge.redaction import MAX_WALK_DEPTH, Redactor
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 COMMAND_OUTCOMES = ("ok", "error", "invalid", "refused")
+# Why a publication was dropped (nvr_bridge_publish_dropped_total's reason label).
+DropReason = Literal["buffer_full", "too_large", "bad_topic", "refused", "poison"]
+DROP_REASONS: tuple[DropReason, ...] = (
+    "buffer_full",
+    "too_large",
+    "bad_topic",
+    "refused",
+    "poison",
+)
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0)
 
 
@@ -123,7 +132,8 @@ class Metrics:
         )
         self.dropped = Counter(
             "nvr_bridge_messages_dropped",
-            "Messages dropped from a full outbound buffer while the broker was away.",
+            "Stream messages never published: the outbound buffer was full while the broker "
+            "was away, or the broker could not take them (see nvr_bridge_publish_dropped).",
             stream_labels,
             registry=r,
         )
@@ -207,6 +217,16 @@ class Metrics:
             "Spool writes that failed (each makes the spool fall back to memory).",
             registry=r,
         )
+        self.publish_dropped = Counter(
+            "nvr_bridge_publish_dropped",
+            "Publications of any kind (stream messages, snapshots, state, responses) never "
+            "published, by reason: buffer_full, too_large, bad_topic, refused (by the broker), "
+            "poison.",
+            ["reason"],
+            registry=r,
+        )
+        for reason in DROP_REASONS:
+            self.publish_dropped.labels(reason)
         self.retained_evicted = Counter(
             "nvr_bridge_retained_evicted",
             "Retained topics forgotten (not republished after a reconnect) for the bound.",

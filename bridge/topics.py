@@ -512,6 +512,23 @@ class BridgeTopics:
         """Every NVR's availability, to find NVRs that left the configuration."""
         return f"{self.base}/+/availability"
 
+    @property
+    def kept_filters(self) -> list[str]:
+        """Retained topics published only on change, read back at start-up (see ``kept``)."""
+        return [f"{self.base}/+/channel/+/alarm/state", f"{self.base}/+/channel/+/snapshot"]
+
+    @staticmethod
+    def kept(levels: list[str]) -> bool:
+        """Whether the levels after ``{base}/{nvr}/`` name one of ``kept_filters``' topics.
+
+        A manual alarm's state and a snapshot are published when they change, not after
+        each login, so a new bridge process knows them only from the broker: it reads
+        them back once to republish them should the broker lose its retained messages.
+        """
+        if len(levels) < 3 or levels[0] != "channel":
+            return False
+        return levels[2:] == ["alarm", "state"] or levels[2:] == ["snapshot"]
+
     def everything_of(self, nvr: str) -> str:
         """Every topic of one NVR (to clear the retained ones of a removed NVR)."""
         return f"{self.base}/{nvr}/#"

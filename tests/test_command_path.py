@@ -262,10 +262,15 @@ async def test_retained_request_is_refused_and_not_executed(broker, base_topic, 
         running = await start_bridge(make_config(broker, base_topic, [nvr_config(sim)]))
         await running.wait_online()
         answer = await response(w, base_topic, "buzzer", "r")
-        # clear the retained request so it does not linger on the broker
+        # Clearing the retained request (an empty retained payload) is no request: no answer.
         await w.publish(f"{base_topic}/nvr1/request/buzzer", b"", qos=1, retain=True)
+        await w.publish(f"{base_topic}/nvr1/request/buzzer", b"", qos=1)
+        await request(w, base_topic, "buzzer", {"timeout": 1, "transaction": "after"})
+        await response(w, base_topic, "buzzer", "after")
     assert answer["status"] == "error" and "retained" in answer["error"]
-    assert rest_calls(sim, "/system/callBuzzer") == []
+    transactions = [m.json()["transaction"] for m in w.on(f"{base_topic}/nvr1/response/buzzer")]
+    assert transactions == ["r", "after"]
+    assert [c.query for c in rest_calls(sim, "/system/callBuzzer")] == [{"timeout": "1"}]
 
 
 async def test_expired_request_is_not_executed(broker, base_topic, sim, start_bridge):

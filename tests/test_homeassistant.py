@@ -21,6 +21,7 @@ from bridge.homeassistant import (
     discovery_configs,
 )
 from bridge.nvr.pollers import NvrState
+from bridge.nvr.readings import preset_token
 from bridge.publishing import Publication
 from bridge.topics import NvrTopics
 from tests.conftest import BrokerProcess, eventually, free_port, make_config, nvr_config, watch
@@ -214,6 +215,9 @@ def test_snapshots_presets_disks_and_the_nvr_entities() -> None:
     select = entity(configs, "select", "ch1_ptz_preset")
     assert select["command_topic"] == "everfocus/lobby/channel/1/ptz/preset/set"
     assert select["options"] == ["Door", "Door (2)"]
+    # Each option the select sends back names its own preset, the repeated name too.
+    presets = STATE.presets[1]
+    assert [preset_token(presets, option) for option in select["options"]] == ["1", "2"]
     assert not any("/ch2_ptz_preset/" in t for t in configs)
     disks = sorted(t for t in configs if "/sensor/" in t and "/disk_" in t)
     assert len(disks) == 2
@@ -254,7 +258,8 @@ def test_device_triggers_for_the_event_types_seen_never_fire_on_replays() -> Non
     assert motion["subtype"] == "active"
     assert motion["topic"] == "everfocus/lobby/channel/1/event/Motion"
     assert motion["payload"] == "active"
-    assert "replayed" in motion["value_template"]
+    # A live event has no "replayed" key: .get, or Home Assistant warns on every event.
+    assert "value_json.get('replayed')" in motion["value_template"]
     assert motion["device"]["identifiers"] == ["nvr_bridge_lobby_ch1"]
     line = next(c for c in found.values() if c["type"] == "Line Cross")
     assert line["topic"] == "everfocus/lobby/channel/1/event/Line_Cross"
@@ -431,8 +436,10 @@ async def test_a_broker_that_lost_its_retained_messages_is_whole_again(
                     and any(m.topic.startswith(prefix + "/") and m.retain for m in late.messages)
                 ),
                 timeout=20,
-                what=lambda: "every retained topic back, missing "
-                f"{wanted - {m.topic for m in late.messages if m.retain}}",
+                what=lambda: (
+                    "every retained topic back, missing "
+                    f"{wanted - {m.topic for m in late.messages if m.retain}}"
+                ),
             )
             motion = late.on(f"{base_topic}/nvr1/channel/2/event/Motion/state")[-1]
             assert motion.text == "active"

@@ -27,6 +27,7 @@ from bridge.config import MqttConfig
 from bridge.mqtt import link as link_module
 from bridge.mqtt.codec import PUBACK, Ack, Publish
 from bridge.mqtt.link import MAX_INCOMING, POISON_STRIKES
+from bridge.publishing import Publication
 from tests.conftest import (
     POLL_INTERVAL,
     BrokerProcess,
@@ -144,6 +145,16 @@ async def test_a_message_over_the_maximum_packet_size_is_dropped_and_counted(
     assert not logged(logs, "mqtt connected")  # the same connection throughout
     assert dropped(running) == 1
     assert running.bridge.link.depth == 0
+    assert metric(running, "nvr_bridge_publish_dropped_total", reason="too_large") == 1
+    # Not a stream message (a snapshot, a state, a response): counted all the same.
+    running.bridge.link.publish(
+        Publication(f"{base_topic}/nvr1/channel/1/snapshot", b"x" * 100_000, True, "nvr1")
+    )
+    await eventually(
+        lambda: metric(running, "nvr_bridge_publish_dropped_total", reason="too_large") == 2,
+        what="the big snapshot counted dropped",
+    )
+    assert dropped(running) == 1
 
 
 @needs_mosquitto
@@ -180,6 +191,7 @@ async def test_without_a_known_limit_the_message_the_broker_closes_on_is_dropped
     (line,) = logged(logs, POISON_LOG)
     assert line["size"] > MAX_PACKET
     assert dropped(running) == 1
+    assert metric(running, "nvr_bridge_publish_dropped_total", reason="poison") == 1
     assert len(logged(logs, "mqtt connection lost")) == POISON_STRIKES
     assert metric(running, "nvr_bridge_mqtt_connected") == 1
 
@@ -290,18 +302,20 @@ async def test_a_retained_request_delivered_live_is_refused(broker, base_topic, 
     async with watch(broker, f"{responses}/#") as w:
         await request(w, base_topic, "buzzer", {"timeout": 1, "transaction": "kept"}, retain=True)
         (answer,) = await w.wait_topic(f"{responses}/buzzer")
-        # Clear the retained request (the bridge refuses that delivery too: it is retained).
+        # Clearing the retained request is no request: not answered, not counted.
         await request(w, base_topic, "buzzer", b"", retain=True)
-        await w.wait_topic(f"{responses}/buzzer", count=2)
+        await request(w, base_topic, "buzzer", {"timeout": 1, "transaction": "after"})
+        _, after = await w.wait_topic(f"{responses}/buzzer", count=2)
+    assert after.json()["transaction"] == "after"
     body = answer.json()
     assert body["status"] == "error", body
     assert body["error"].startswith("refused: the request was retained"), body
     assert body["transaction"] == "kept"
-    assert sim.calls_to("/system/callBuzzer") == []
+    assert [c.query for c in sim.calls_to("/system/callBuzzer")] == [{"timeout": "1"}]
     refused = metric(
         running, "nvr_bridge_commands_total", nvr="nvr1", command="buzzer", outcome="refused"
     )
-    assert refused == 2
+    assert refused == 1
 
 
 # --- a broker that closes the connection after each PUBLISH ----------------------------------------
@@ -451,7 +465,9 @@ async def test_an_inbound_message_over_the_bridges_limit_is_skipped_and_acknowle
         responses = f"{base_topic}/nvr1/response"
         async with watch(broker, f"{responses}/#", v5=False) as w:
             with captured_logs() as logs:
-                await request(w, base_topic, "buzzer", b"x" * (MAX_INCOMING + 1024))
+                limit = running.bridge.link.max_incoming
+                assert limit >= MAX_INCOMING
+                await request(w, base_topic, "buzzer", b"x" * (limit + 1024))
                 (line,) = await wait_for_log(logs, "inbound message too large, skipped")
                 await request(w, base_topic, "buzzer", {"timeout": 1, "transaction": "next"})
                 (answer,) = await w.wait_topic(f"{responses}/buzzer")
@@ -459,9 +475,7 @@ async def test_an_inbound_message_over_the_bridges_limit_is_skipped_and_acknowle
     assert answer.json()["transaction"] == "next"
     assert [c.query for c in sim.calls_to("/system/callBuzzer")] == [{"timeout": "1"}]
     (connection,) = proxy.connections  # the connection was never dropped
-    (big,) = [
-        p for p in connection.down() if isinstance(p, Publish) and len(p.payload) > MAX_INCOMING
-    ]
+    (big,) = [p for p in connection.down() if isinstance(p, Publish) and len(p.payload) > limit]
     assert line["packet_id"] == big.packet_id
     assert Ack(PUBACK, big.packet_id) in connection.up()
     assert not logged(logs, "mqtt connection lost")

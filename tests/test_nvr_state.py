@@ -519,6 +519,37 @@ async def test_manual_alarm_state_follows_the_meta_hook_on_change_only(
     assert not w.matching(f"{base_topic}/nvr1/channel/1/alarm")
 
 
+async def test_a_state_an_earlier_process_published_survives_a_broker_losing_it(
+    private_broker, base_topic, sim, start_bridge
+):
+    """Alarm state is published on change only: a new process reads it back to republish it.
+
+    A bridge starts an alarm and stops; a second one starts (the alarm does not change,
+    so it publishes no state); the broker restarts without persistence: the second bridge
+    publishes the state it read back, and Home Assistant's switch is not "unknown".
+    """
+    broker = private_broker
+    topic = f"{base_topic}/nvr1/channel/2/alarm/state"
+    async with watch(broker, f"{base_topic}/nvr1/#") as w:
+        first = await start_online(start_bridge, broker, base_topic, sim)
+        answer = await ask(w, base_topic, "manual_alarm", {"channel": 2, "command": "start"})
+        assert answer["status"] == "ok", answer
+        await w.wait_for(lambda: texts(w, topic) == ["active"], what="the alarm state")
+    assert (await retained(broker, topic)).text == "active"
+    await first.stop()
+    second = await start_online(start_bridge, broker, base_topic, sim)
+    link = second.bridge.link
+    await eventually(lambda: link.retains(topic), what="the alarm state read back")
+    before = link.connected_since
+    broker.restart()
+    await eventually(
+        lambda: link.connected_since > before and link.connected and not link.depth,
+        timeout=20,
+        what="reconnected, everything republished",
+    )
+    assert (await retained(broker, topic)).text == "active"
+
+
 async def test_manual_record_state_follows_the_status_streams_manual_field(
     broker, base_topic, sim, start_bridge
 ):

@@ -43,7 +43,7 @@ from bridge.limits import topic_problem
 from bridge.mqtt import codec
 from bridge.mqtt.codec import V5, V311, Connect, Oversized, Publish, Subscription, Will
 from bridge.mqtt.connection import ConnectionLost, ConnectRefused, MqttConnection, PacketTooLarge
-from bridge.observability import Metrics
+from bridge.observability import DropReason, Metrics
 from bridge.outbox import Entry, Outbox
 from bridge.publishing import InboundMessage, Publication
 
@@ -70,7 +70,8 @@ STABLE_SECONDS = 10.0
 # lost, this many times in a row, is taken for poison and dropped.
 POISON_SECONDS = 5.0
 POISON_STRIKES = 3
-# What one received message may weigh (requests are small; discovery lists can be long).
+# What one received message may weigh at least (requests are small; discovery lists can be
+# long; a snapshot read back at start-up is as large as BRIDGE_SNAPSHOT_MAX_BYTES allows).
 MAX_INCOMING = 4 * 1024 * 1024
 # Retained payload bytes remembered for republishing after a reconnect, at most.
 RETAINED_BYTES = 64 * 1024 * 1024
@@ -122,6 +123,9 @@ class RetainedState:
     def __len__(self) -> int:
         return len(self._values)
 
+    def __contains__(self, topic: str) -> bool:
+        return topic in self._values
+
     def remember(self, publication: Publication) -> None:
         """Record a retained publication (its latest value)."""
         topic = publication.topic
@@ -157,8 +161,10 @@ class MqttLink:
         retained_max: int = 100_000,
         backoff: Backoff | None = None,
         spool: Spool | None = None,
+        max_incoming: int = MAX_INCOMING,
     ) -> None:
         self._config = config
+        self._max_incoming = max(MAX_INCOMING, max_incoming)
         self._state_topic = bridge_state_topic
         self._metrics = metrics
         self._backoff = backoff or Backoff()
@@ -238,6 +244,15 @@ class MqttLink:
         return len(self._retained)
 
     @property
+    def max_incoming(self) -> int:
+        """The largest received message read; a larger one is skipped (and acknowledged)."""
+        return self._max_incoming
+
+    def retains(self, topic: str) -> bool:
+        """Whether ``topic``'s value is remembered for republishing after a reconnect."""
+        return topic in self._retained
+
+    @property
     def _probing_v5(self) -> bool:
         """Whether ``auto`` is still trying MQTT 5 on a broker never reached with it."""
         return self._config.protocol == "auto" and self._v5 and not self._v5_confirmed
@@ -253,6 +268,19 @@ class MqttLink:
     def on_connected(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` after each connect, once subscribed (before anything queued)."""
         self._on_connected.append(callback)
+
+    def adopt(self, publication: Publication) -> None:
+        """Remember a retained value read from the broker, to republish after a reconnect.
+
+        For a topic this process has not published (an earlier process did): the value
+        is on the broker already and is not sent now; one this process published since
+        is newer and wins.
+        """
+        topic = publication.topic
+        if not publication.payload or topic in self._retained or self._outbox.waiting(topic):
+            return
+        if topic_problem(topic) is None:
+            self._retained.remember(publication)
 
     def subscribe_for(self, topic_filter: str, seconds: float) -> None:
         """Subscribe to a filter on the current connection for ``seconds``, then unsubscribe.
@@ -402,7 +430,7 @@ class MqttLink:
                 connect=self._connect_packet(),
                 tls=self._tls,
                 timeout=timeout,
-                max_incoming=MAX_INCOMING,
+                max_incoming=self._max_incoming,
             )
         except TimeoutError:
             raise LinkError(f"no answer to CONNECT within {timeout:g} s") from None
@@ -547,8 +575,7 @@ class MqttLink:
         self._strikes.clear()
         publication = oldest.publication
         self._outbox.ack(oldest)
-        if publication.stream is not None:
-            self._metrics.stream(publication.nvr, publication.stream).dropped.inc()
+        self._count_drop(publication, "poison")
         log.error(
             "publish dropped: the broker closed the connection right after it, each time",
             strikes=POISON_STRIKES,
@@ -606,23 +633,28 @@ class MqttLink:
             )
         except PacketTooLarge as exc:
             self._too_large += 1
-            self._discard(entry, exc.reason, self._too_large)
+            self._discard(entry, exc.reason, self._too_large, "too_large")
             return
         except ValueError as exc:  # a topic MQTT cannot carry (checked on publish)
             self._refused += 1
-            self._discard(entry, str(exc), self._refused)
+            self._discard(entry, str(exc), self._refused, "bad_topic")
             return
         if qos:
             self._pending[packet_id] = entry
         else:
             self._confirmed(entry)
 
-    def _discard(self, entry: Entry, reason: str, count: int) -> None:
+    def _count_drop(self, publication: Publication, reason: DropReason) -> None:
+        """Count a publication that will never be published (a stream's too, if one)."""
+        self._metrics.publish_dropped.labels(reason).inc()
+        if publication.stream is not None:
+            self._metrics.stream(publication.nvr, publication.stream).dropped.inc()
+
+    def _discard(self, entry: Entry, reason: str, count: int, kind: DropReason) -> None:
         """Drop a taken entry that can never be sent: counted, never retried."""
         publication = entry.publication
         self._outbox.ack(entry)
-        if publication.stream is not None:
-            self._metrics.stream(publication.nvr, publication.stream).dropped.inc()
+        self._count_drop(publication, kind)
         if count % LOG_EVERY == 1:
             log.warning(
                 "publish dropped",
@@ -652,8 +684,7 @@ class MqttLink:
 
     def _refuse(self, publication: Publication, problem: str) -> None:
         """Drop a publication whose topic no broker takes: counted; a log line per 1,000."""
-        if publication.stream is not None:
-            self._metrics.stream(publication.nvr, publication.stream).dropped.inc()
+        self._count_drop(publication, "bad_topic")
         if self._refused % LOG_EVERY == 0:
             log.warning(
                 "publish refused",
@@ -666,8 +697,7 @@ class MqttLink:
 
     def _dropped(self, publication: Publication) -> None:
         self._dropped_this_outage += 1
-        if publication.stream is not None:
-            self._metrics.stream(publication.nvr, publication.stream).dropped.inc()
+        self._count_drop(publication, "buffer_full")
         if self._dropped_this_outage == 1:
             log.warning(
                 "outbound buffer full, dropping oldest messages",
@@ -684,7 +714,8 @@ class MqttLink:
             return
         if reason_code >= 0x80:
             self._refused += 1
-            self._discard(entry, f"the broker refused it (reason code {reason_code})", 1)
+            reason = f"the broker refused it (reason code {reason_code})"
+            self._discard(entry, reason, 1, "refused")
             self._progress_at = time.monotonic()
             return
         self._confirmed(entry)
@@ -708,11 +739,11 @@ class MqttLink:
             log.exception("inbound message failed", topic=inbound.topic[:200])
 
     def on_oversized(self, skipped: Oversized) -> None:
-        """A received message larger than ``MAX_INCOMING`` was skipped (and acknowledged)."""
+        """A received message larger than the limit was skipped (and acknowledged)."""
         log.warning(
             "inbound message too large, skipped",
             size=skipped.size,
-            limit=MAX_INCOMING,
+            limit=self._max_incoming,
             packet_id=skipped.packet_id,
         )
 

@@ -78,10 +78,25 @@ def presets(answer: Any) -> list[dict[str, str]] | None:
     return out
 
 
-def preset_token(known: list[dict[str, str]], wanted: str) -> str | None:
-    """The token of the preset named ``wanted`` (exactly, then in any case), or with it."""
+def preset_options(known: list[dict[str, str]]) -> list[str]:
+    """One label per preset: its name, or for a repeated name ``name (token)``.
+
+    Home Assistant's preset select offers these; ``preset_token`` takes them back.
+    """
+    labels: list[str] = []
     for entry in known:
-        if entry["name"] == wanted:
+        name = entry["name"]
+        labels.append(f"{name} ({entry['preset_token']})" if name in labels else name)
+    return labels
+
+
+def preset_token(known: list[dict[str, str]], wanted: str) -> str | None:
+    """The token of the preset named ``wanted`` (exactly, then in any case), or with it.
+
+    A label of ``preset_options`` names its own preset, also for a repeated name.
+    """
+    for entry, label in zip(known, preset_options(known), strict=True):
+        if label == wanted:
             return entry["preset_token"]
     for entry in known:
         if entry["preset_token"] == wanted:
