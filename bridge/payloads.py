@@ -1,4 +1,4 @@
-"""The JSON payloads the bridge publishes, as TypedDicts (CONTRACT.md sections 4, 5, 7, 10).
+"""The JSON payloads the bridge publishes, as TypedDicts (docs/mqtt.md).
 
 The code that builds a payload annotates its dict with one of these types, so mypy checks
 its keys; ``tools/asyncapi.py`` turns them into the schemas of ``docs/asyncapi.yaml``
@@ -56,7 +56,7 @@ def _from_nvr(what: str) -> Any:
 
 
 class EventPayload(TypedDict):
-    """An event of the NVR's eventHook stream (CONTRACT section 4)."""
+    """An event of the NVR's eventHook stream."""
 
     nvr: NvrId
     channel: Annotated[
@@ -87,7 +87,7 @@ class EventPayload(TypedDict):
 
 
 class MetaPayload(TypedDict):
-    """A metadata item of the NVR's metaHook stream (CONTRACT section 4)."""
+    """A metadata item of the NVR's metaHook stream."""
 
     nvr: NvrId
     channel: Annotated[
@@ -170,7 +170,7 @@ class InfoPayload(TypedDict):
 
 
 class ResponsePayload(TypedDict):
-    """The outcome of a request (CONTRACT section 5)."""
+    """The outcome of a request."""
 
     status: Annotated[
         Literal["ok", "error"],
@@ -199,7 +199,7 @@ class ResponsePayload(TypedDict):
 
 
 class BridgeInfoPayload(TypedDict):
-    """The bridge's own identity: after each connect to the broker (CONTRACT section 10)."""
+    """The bridge's own identity: after each connect to the broker."""
 
     version: Annotated[str, Field(description="The bridge's version (nvr-bridge --version).")]
     nvrs: Annotated[list[NvrId], Field(description="The ids of the NVRs this process bridges.")]
@@ -309,10 +309,20 @@ class DiscoveryConfigPayload(TypedDict):
     ]
 
 
-DiscoveryRegistryPayload = Annotated[
-    list[str],
-    Field(description="Every discovery config topic published for one NVR, sorted."),
-]
+class DiscoveryRegistryPayload(TypedDict):
+    """What the bridge published to Home Assistant for one NVR, read back at start-up."""
+
+    topics: Annotated[
+        list[str], Field(description="Every discovery config topic published, sorted.")
+    ]
+    triggers: Annotated[
+        list[tuple[int | None, str, str]],
+        Field(
+            description="The device triggers learned from traffic: [channel (null for an "
+            "exception), event or exception type, state ('' for an exception)]."
+        ),
+    ]
+
 
 # Each type by the ``message`` name its topics carry in ``bridge.topics.TOPICS``.
 PAYLOADS: dict[str, Any] = {

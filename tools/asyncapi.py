@@ -93,7 +93,7 @@ _SAFE_LEVEL = (
 
 DESCRIPTION = f"""\
 The MQTT interface of nvr-bridge, which bridges the websocket streams and REST commands of \
-EverFocus NVRs to MQTT. CONTRACT.md is the normative text. This document is generated from \
+EverFocus NVRs to MQTT. docs/mqtt.md is the user's reference. This document is generated from \
 the tables the bridge runs on (its topics, payload types and request models) by \
 `{REGENERATE}`, and its tests check real payloads against it.
 
@@ -421,10 +421,17 @@ def _literal_examples() -> dict[str, list[Any]]:
         "payload_on": "active",
         "payload_off": "inactive",
     }
-    registry = sorted(
-        EXAMPLE_BRIDGE.discovery_config(component, node, object_id)
-        for component, object_id in (("binary_sensor", "ch1_motion"), ("button", "buzzer"))
-    )
+    registry = {
+        "topics": sorted(
+            EXAMPLE_BRIDGE.discovery_config(component, node, object_id)
+            for component, object_id in (
+                ("binary_sensor", "ch1_motion"),
+                ("button", "buzzer"),
+                ("device_automation", "ch1_motion_active"),
+            )
+        ),
+        "triggers": [[1, "Motion", "active"], [None, "diskFull", ""]],
+    }
     return {
         "info": [
             _example("info", info, EXAMPLE_TOPICS.info),

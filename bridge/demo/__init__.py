@@ -56,7 +56,7 @@ def _banner(broker_url: str, host: str, port: int, sim_url: str, http_port: int)
             f"mosquitto_pub -h {host} -p {port} -t '{BASE}/{DEMO_NVR}/request/buzzer' "
             '-m \'{"timeout": 3, "transaction": "t1"}\'',
             "  break a stream  "
-            f"curl -X POST {sim_url}/_sim/drop -d '{{\"stream\": \"event\"}}'"
+            f'curl -X POST {sim_url}/_sim/drop -d \'{{"stream": "event"}}\''
             f"   (then watch {BASE}/{DEMO_NVR}/gap)",
             "",
         ]

@@ -163,7 +163,7 @@ duplicate id, or an account without a password.
 {{- end }}
 
 {{/*
-The bridge's config file (CONTRACT section 2) as YAML: no password in it, only
+The bridge's config file (docs/configuration.md) as YAML: no password in it, only
 password_file paths into the mounted Secret.
 */}}
 {{- define "nvr-bridge.config" -}}
