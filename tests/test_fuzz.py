@@ -41,7 +41,7 @@ def convenience_of(levels: list[str], payload: bytes) -> Convenience | None:
 pytestmark = pytest.mark.slow
 
 FUZZ = settings(
-    max_examples=2000,
+    max_examples=500,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
