@@ -1159,3 +1159,31 @@ def test_pingreq_and_auth_in_311() -> None:
         assert codec.encode(PingReq(), version) == bytes((PINGREQ << 4, 0))
     with pytest.raises(ProtocolError):
         read_all(bytes((AUTH << 4, 0)), V311)
+
+
+@pytest.mark.parametrize("version", [V311, V5])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\x40\x02\x00\x07",
+        b"\x40\x03\x00\x07\x00",
+        b"\x40\x03\x00\x07\x10",
+        b"\x40\x03\x00\x07\x80",
+        b"\x40\x04\x00\x07\x87\x00",
+        b"\x40\x02\x00\x00",
+        b"\x40\x03\x00\x07\x99",
+    ],
+)
+def test_the_short_puback_path_decodes_as_the_general_decoder(raw: bytes, version: int) -> None:
+    """The reader's shortcut for PUBACKs gives what ``decode`` gives, errors included."""
+    try:
+        expected: Any = codec.decode(raw[0], raw[2:], version)
+    except ProtocolError as exc:
+        expected = type(exc)
+    reader = PacketReader(version)
+    reader.feed(raw)
+    try:
+        got: Any = list(reader.packets())
+    except ProtocolError as exc:
+        got = type(exc)
+    assert got == (expected if isinstance(expected, type) else [expected])

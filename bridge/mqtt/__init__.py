@@ -11,7 +11,25 @@ The NVR side does not import this package: it publishes through the ``Publisher`
 interface of ``bridge.publishing``.
 """
 
-from bridge.mqtt.link import LinkError, MqttLink, tls_context
-from bridge.publishing import InboundMessage
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bridge.mqtt.link import LinkError, MqttLink, tls_context
+    from bridge.publishing import InboundMessage
 
 __all__ = ["InboundMessage", "LinkError", "MqttLink", "tls_context"]
+
+
+def __getattr__(name: str) -> Any:
+    """The link's names on first use: the codec and the port import without the link."""
+    if name == "InboundMessage":
+        from bridge.publishing import InboundMessage  # noqa: PLC0415
+
+        return InboundMessage
+    if name in __all__:
+        from bridge.mqtt import link  # noqa: PLC0415
+
+        return getattr(link, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

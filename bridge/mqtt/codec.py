@@ -821,13 +821,28 @@ class PacketReader:
                 if len(buffer) < end:
                     return
                 pos = end
-                if first == 0x40 and remaining == 2:
-                    # A PUBACK, the packet the bridge reads most: no cursor needed.
-                    yield Ack(PUBACK, buffer[start] << 8 | buffer[start + 1])
-                    continue
+                if first == 0x40:
+                    ack = self._plain_puback(buffer, start, remaining)
+                    if ack is not None:
+                        yield ack
+                        continue
                 yield decode(first, bytes(buffer[start:end]), self.version)
         finally:
             del buffer[:pos]
+
+    def _plain_puback(self, buffer: bytearray, start: int, remaining: int) -> Ack | None:
+        """A PUBACK, the packet the bridge reads most, without the general decoder.
+
+        Two bytes (a packet id), or with MQTT 5 three (and a reason code 0x00 or 0x10, "no
+        subscriber matched", common for event topics). None: take the checked path.
+        """
+        if remaining == 2:
+            packet_id = buffer[start] << 8 | buffer[start + 1]
+            return Ack(PUBACK, packet_id) if packet_id else None
+        if remaining == 3 and self.version == V5 and buffer[start + 2] in (0x00, 0x10):
+            packet_id = buffer[start] << 8 | buffer[start + 1]
+            return Ack(PUBACK, packet_id, buffer[start + 2]) if packet_id else None
+        return None
 
     def _learn_skipped(self, chunk: bytes | bytearray) -> None:
         """Find the packet id of a skipped QoS 1/2 PUBLISH in its first bytes."""

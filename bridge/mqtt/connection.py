@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ssl
 import time
 from typing import Any, Protocol, cast
@@ -208,8 +209,13 @@ class MqttConnection(asyncio.Protocol):
         """
         loop = asyncio.get_running_loop()
         if connect.version == V5:
-            connect.properties.setdefault("receive_maximum", RECEIVE_MAXIMUM)
-            connect.properties.setdefault("maximum_packet_size", max_incoming)
+            # A copy: the caller's CONNECT stays as it was given.
+            properties = {
+                "receive_maximum": RECEIVE_MAXIMUM,
+                "maximum_packet_size": max_incoming,
+                **connect.properties,
+            }
+            connect = dataclasses.replace(connect, properties=properties)
         connection = cls(
             handler, version=connect.version, keepalive=connect.keepalive, max_incoming=max_incoming
         )
