@@ -138,7 +138,7 @@ def library_versions() -> dict[str, str | None]:
     from importlib.metadata import PackageNotFoundError, version
 
     out: dict[str, str | None] = {}
-    for name in ("gmqtt", "aiomqtt", "paho-mqtt", "websockets", "aiohttp", "orjson", "uvloop"):
+    for name in ("aiomqtt", "paho-mqtt", "mqtt5", "websockets", "aiohttp", "orjson", "uvloop"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:
