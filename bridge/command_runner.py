@@ -29,7 +29,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-import orjson
 import structlog
 
 from bridge.commands import (
@@ -41,6 +40,7 @@ from bridge.commands import (
     transaction_json,
 )
 from bridge.limits import InputLimits, topic_problem
+from bridge.normalize import compact_json
 from bridge.nvr.client import NvrAnswer, NvrClient, NvrError, NvrHttpError, NvrRejected
 from bridge.observability import Metrics
 from bridge.publishing import InboundMessage, Publication, Publisher
@@ -53,6 +53,9 @@ MAX_QUEUED = 10_000
 # Requests remembered for the at-most-once rule: how long, and how many at most.
 REPEAT_WINDOW = 600.0
 REPEAT_MEMORY = 10_000
+# Bytes of first responses kept for repeats, per NVR: past it the oldest are forgotten (a
+# forgotten query runs again if repeated; actions answer in a few hundred bytes).
+REPEAT_BYTES = 16 * 1024 * 1024
 
 Route = tuple[str | None, bytes | None]
 AfterCommand = Callable[[ParsedRequest, NvrAnswer], Awaitable[None]]
@@ -72,6 +75,7 @@ class _Answered:
     at: float
     payload: bytes | None = None
     waiting: list[Route] = field(default_factory=list)
+    keys: int = 0  # the keys it is remembered under (its bytes count until none is left)
 
 
 class CommandRunner:
@@ -114,6 +118,7 @@ class CommandRunner:
         self._queue: deque[_Job] = deque()
         self._idle: deque[asyncio.Future[None]] = deque()
         self._answered: OrderedDict[tuple[Any, ...], _Answered] = OrderedDict()
+        self._answered_bytes = 0
         self.inflight = 0
         self.peak_inflight = 0
         # A channel's preset token by the preset's name or token (the presets poller's).
@@ -184,12 +189,20 @@ class CommandRunner:
         return keys
 
     def _expire_answered(self, now: float) -> None:
+        """Forget the oldest answers: past the window, the count or the bytes bound."""
         answered = self._answered
         while answered:
             key, record = next(iter(answered.items()))
-            if now - record.at <= REPEAT_WINDOW and len(answered) <= REPEAT_MEMORY:
+            if (
+                now - record.at <= REPEAT_WINDOW
+                and len(answered) <= REPEAT_MEMORY
+                and self._answered_bytes <= REPEAT_BYTES
+            ):
                 break
             del answered[key]
+            record.keys -= 1
+            if not record.keys and record.payload is not None:
+                self._answered_bytes -= len(record.payload)
 
     def _answered_before(
         self, parsed: ParsedRequest, message: InboundMessage, route: Route
@@ -223,8 +236,13 @@ class CommandRunner:
             return None
         record = _Answered(time.monotonic())
         for key in keys:
+            earlier = self._answered.pop(key, None)
+            if earlier is not None:
+                earlier.keys -= 1
+                if not earlier.keys and earlier.payload is not None:
+                    self._answered_bytes -= len(earlier.payload)
             self._answered[key] = record
-            self._answered.move_to_end(key)
+            record.keys += 1
         return record
 
     # --- parsing -------------------------------------------------------------------------
@@ -359,6 +377,9 @@ class CommandRunner:
         answered = job.answered
         if answered is not None:
             answered.payload = payload
+            if answered.keys:
+                self._answered_bytes += len(payload)
+                self._expire_answered(time.monotonic())
             for waiting in answered.waiting:
                 self._send(parsed.command, payload, waiting)
             answered.waiting.clear()
@@ -412,7 +433,7 @@ class CommandRunner:
 def _encode(document: dict[str, Any]) -> bytes:
     """The response as compact JSON; integers beyond 64 bits stay exact."""
     try:
-        return orjson.dumps(document, default=str)
+        return compact_json(document, default=str)
     except TypeError:
         # orjson refuses integers beyond 64 bits (a client's transaction may hold one).
         return json.dumps(document, separators=(",", ":"), ensure_ascii=False, default=str).encode()

@@ -40,6 +40,7 @@ import orjson
 
 from bridge import __version__
 from bridge.limits import MAX_CHANNELS, is_channel_number
+from bridge.normalize import compact_json
 from bridge.nvr.pollers import NvrState
 from bridge.nvr.readings import preset_options
 from bridge.publishing import Publication
@@ -537,7 +538,7 @@ class DiscoveryRegistry:
 
     def announce(self, nvr: str, configs: dict[str, dict[str, Any]]) -> None:
         """Publish one NVR's discovery configs and record them (changed ones only)."""
-        encoded = {topic: orjson.dumps(config) for topic, config in configs.items()}
+        encoded = {topic: compact_json(config) for topic, config in configs.items()}
         published = self._configs.get(nvr, {})
         for topic, payload in encoded.items():
             if published.get(topic) != payload:
@@ -552,7 +553,7 @@ class DiscoveryRegistry:
             "triggers": [t.as_json() for t in sorted(self.triggers.get(nvr, set()), key=_order)],
         }
         self.publish(
-            Publication(self._topics.discovery_registry(nvr), orjson.dumps(registry), True, nvr)
+            Publication(self._topics.discovery_registry(nvr), compact_json(registry), True, nvr)
         )
 
     def republish(self) -> None:

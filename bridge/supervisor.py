@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 import structlog
 
 from bridge.backoff import Backoff
@@ -24,7 +23,7 @@ from bridge.commands import ParsedRequest
 from bridge.config import BridgeConfig, NvrConfig
 from bridge.homeassistant import BASELINE_EVENTS, cameras_from_info
 from bridge.limits import MAX_CHANNELS, InputLimits
-from bridge.normalize import Normalizer, format_timestamp
+from bridge.normalize import Normalizer, compact_json, format_timestamp
 from bridge.nvr import readings
 from bridge.nvr.client import NvrAnswer, NvrClient, NvrError, NvrHttpError
 from bridge.nvr.models import (
@@ -271,7 +270,7 @@ class NvrSupervisor:
                 info[key] = await self._fetch_info(key, path)
             info["timestamp"] = format_timestamp(time.time())
             self._info = info
-            payload = orjson.dumps(info)
+            payload = compact_json(info)
             self._link.publish(Publication(self.topics.info, payload, True, self.id))
             if self.presets is not None:
                 self.presets.refresh()

@@ -691,6 +691,34 @@ async def test_a_repeated_transaction_is_answered_again_not_executed_again(
     await assert_serving(running, broker, base_topic, sim, hostile)
 
 
+async def test_the_memory_of_answers_is_bounded_in_bytes(
+    broker, base_topic, sim, hostile, start_bridge, monkeypatch
+):
+    """Past REPEAT_BYTES the oldest answers are forgotten: a repeat of one runs again."""
+    monkeypatch.setattr("bridge.command_runner.REPEAT_BYTES", 1500)
+    running = await start_pair(start_bridge, broker, base_topic, sim, hostile)
+    async with watch(broker, f"{base_topic}/{GOOD}/response/#") as w:
+
+        async def buzz(transaction: str) -> dict[str, Any]:
+            await send_request(
+                w, base_topic, GOOD, "buzzer", {"timeout": 1, "transaction": transaction}
+            )
+            return await response_to(w, base_topic, GOOD, "buzzer", transaction)
+
+        for i in range(40):
+            assert (await buzz(f"t{i}"))["status"] == "ok"
+        assert len(sim.calls_to("/system/callBuzzer")) == 40
+        await buzz("t39")  # remembered: answered again, not run
+        assert len(sim.calls_to("/system/callBuzzer")) == 40
+        await buzz("t0")  # forgotten for the bound: runs again
+        await eventually(
+            lambda: len(sim.calls_to("/system/callBuzzer")) == 41, what="t0 run again"
+        )
+    runner = running.bridge.nvrs[GOOD].commands
+    assert runner._answered_bytes <= 1500
+    await assert_serving(running, broker, base_topic, sim, hostile)
+
+
 @pytest.mark.parametrize(
     ("method_command", "path", "status"),
     [

@@ -288,7 +288,7 @@ class StoragePoller(_Reader):
         if disks is None:
             return
         disks = self._redactor.value(disks)
-        fingerprint = orjson.dumps(disks, option=orjson.OPT_SORT_KEYS)
+        fingerprint = compact_json(disks, option=orjson.OPT_SORT_KEYS)
         if fingerprint == self._last:
             return
         self._last = fingerprint
