@@ -47,6 +47,11 @@ def json_depth_exceeds(value: Any, limit: int) -> bool:
     """
     if not isinstance(value, _CONTAINERS):
         return False
+    for child in value.values() if isinstance(value, dict) else value:
+        if isinstance(child, _CONTAINERS):
+            break
+    else:  # the common case, a flat object or array: depth 1
+        return limit < 1
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
@@ -95,6 +100,14 @@ def topic_problem(topic: str) -> str | None:
     """
     if not topic:
         return "the topic is empty"
+    # The common case, checked in C: printable ASCII holds no forbidden character.
+    printable_ascii = topic.isascii() and topic.isprintable()
+    if printable_ascii and "+" not in topic and "#" not in topic:
+        return (
+            None
+            if len(topic) <= MAX_TOPIC_BYTES
+            else f"the topic is longer than {MAX_TOPIC_BYTES} bytes"
+        )
     match = _UNSAFE_TOPIC_CHARS.search(topic)
     if match is not None:
         return f"the topic has the forbidden character U+{ord(match.group()):04X}"

@@ -787,3 +787,34 @@ def test_topic_cache_stays_bounded_and_gives_the_same_topics(monkeypatch: pytest
         (publication,) = normalizer.normalize("event", message, "t")
         assert publication.topic == f"{BASE}/{NVR}/channel/1/event/T_{i}_"
         assert len(normalizer._topic_cache) <= 8
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=40) | st.text(max_size=40))
+def test_topic_problem_shortcut_agrees_with_the_full_check(topic: str) -> None:
+    """The printable-ASCII shortcut refuses exactly what the character class refuses."""
+    from bridge import limits
+
+    expected = None if topic and not limits._UNSAFE_TOPIC_CHARS.search(topic) else "problem"
+    assert (topic_problem(topic) is None) is (expected is None)
+
+
+@given(
+    st.recursive(
+        st.integers() | st.text(max_size=3),
+        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=2), c, max_size=3),
+        max_leaves=12,
+    ),
+    st.integers(0, 6),
+)
+def test_json_depth_matches_a_recursive_definition(value: object, limit: int) -> None:
+    """json_depth_exceeds (with its flat shortcut) is the depth of nested containers > limit."""
+    from bridge.limits import json_depth_exceeds
+
+    def depth(node: object) -> int:
+        if isinstance(node, dict):
+            return 1 + max((depth(v) for v in node.values()), default=0)
+        if isinstance(node, list):
+            return 1 + max((depth(v) for v in node), default=0)
+        return 0
+
+    assert json_depth_exceeds(value, limit) is (depth(value) > limit)
