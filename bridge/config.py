@@ -156,7 +156,10 @@ class NvrConfig(_Model):
         default=None, description="Commands obeyed for this NVR; default: the global list."
     )
     max_inflight_commands: int = Field(
-        default=8, ge=1, le=256, description="REST commands in flight at once on this NVR."
+        default=8,
+        ge=1,
+        le=256,
+        description="REST calls in flight at once on this NVR: commands, polls, snapshots, logins.",
     )
     max_answer_bytes: int = Field(
         default=DEFAULT_NVR_MAX_ANSWER_BYTES,

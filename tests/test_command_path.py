@@ -321,6 +321,28 @@ async def test_a_burst_of_200_is_answered_within_the_inflight_bound(
     assert running.bridge.nvrs["nvr1"].commands.peak_inflight == 4
 
 
+async def test_the_inflight_bound_counts_polls_snapshots_and_logins_too(
+    broker, base_topic, sim, start_bridge
+):
+    """Commands, pin and storage polls share one bound: the NVR never sees more at once."""
+    for path in ("/system/callBuzzer", "/dio/GetPinStatus", "/storage/getStorages"):
+        sim.set_fault(path, "slow", delay=0.02)
+    nvr = nvr_config(sim, max_inflight_commands=2)
+    config = make_config(
+        broker, base_topic, [nvr], pin_poll_interval=0.05, storage_poll_interval=0.05
+    )
+    async with watch(broker, f"{base_topic}/nvr1/response/#") as w:
+        running = await start_bridge(config)
+        await running.wait_online()
+        for n in range(60):
+            await request(w, base_topic, "buzzer", {"timeout": 1, "transaction": n})
+        await w.wait_for(lambda: len(w.messages) >= 60, timeout=30, what="60 responses")
+    assert all(m.json()["status"] == "ok" for m in w.messages)
+    assert len(rest_calls(sim, "/dio/GetPinStatus")) >= 2, "the pin poll ran meanwhile"
+    assert len(rest_calls(sim, "/storage/getStorages")) >= 2, "the storage poll ran meanwhile"
+    assert sim.peak_inflight == 2
+
+
 async def test_events_keep_flowing_while_commands_are_slow(broker, base_topic, sim, start_bridge):
     """Commands stuck on a slow NVR never delay the event streams."""
     sim.set_fault("/record/manualRecord", "slow", delay=5)

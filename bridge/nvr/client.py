@@ -328,6 +328,9 @@ class NvrClient:
         self._ws_base = f"{ws_scheme}://{parts.netloc}"
         self._session: aiohttp.ClientSession | None = None
         self.cookies = SessionCookies()
+        # Every REST request to this NVR (commands, polls, snapshots, history searches,
+        # logins) takes a slot: the NVR never sees more than the configured bound at once.
+        self._rest_slots = asyncio.Semaphore(config.max_inflight_commands)
         self._lock = asyncio.Lock()
         self._logged_in = False
         self._generation = 0
@@ -478,9 +481,10 @@ class NvrClient:
 
     async def _login_request(self, method: str, body: Any) -> Any:
         try:
-            status, raw = await self._exchange(
-                method, LOGIN_PATH, None, body, timeout=REQUEST_TIMEOUT, limit=MAX_LOGIN_ANSWER
-            )
+            async with self._rest_slots:
+                status, raw = await self._exchange(
+                    method, LOGIN_PATH, None, body, timeout=REQUEST_TIMEOUT, limit=MAX_LOGIN_ANSWER
+                )
         except TimeoutError:
             raise LoginUnavailable("login timed out") from None
         except aiohttp.ClientError as exc:
@@ -619,11 +623,12 @@ class NvrClient:
         histogram = self._metrics.child(self._metrics.request_seconds, self.nvr, path)
         limit = max_bytes if max_bytes is not None else self.limits.nvr_max_answer_bytes
         for attempt in (1, 2):
-            started = time.perf_counter()
             try:
-                status, data = await self._exchange(
-                    method, path, params, body, timeout=timeout, limit=limit
-                )
+                async with self._rest_slots:
+                    started = time.perf_counter()
+                    status, data = await self._exchange(
+                        method, path, params, body, timeout=timeout, limit=limit
+                    )
             except aiohttp.ClientConnectorError as exc:
                 if attempt == 1:
                     await asyncio.sleep(CONNECT_RETRY_DELAY)
