@@ -18,6 +18,7 @@ Errors::
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -337,6 +338,12 @@ def _packet(first_byte: int, *parts: bytes) -> bytes:
 
 # --- encoding --------------------------------------------------------------------------
 
+# A PUBLISH's fixed header and topic length in one C call: first byte, Remaining Length
+# (one or two bytes), topic length.
+_pack_header1 = struct.Struct(">BBH").pack
+_pack_header2 = struct.Struct(">BBBH").pack
+_pack_length = struct.Struct(">H").pack
+
 
 def encode_publish(
     topic: bytes,
@@ -353,22 +360,26 @@ def encode_publish(
 
     ValueError for a topic or packet too large for MQTT.
     """
-    if len(topic) > 0xFFFF:
-        raise ValueError(f"a topic of {len(topic)} bytes: MQTT allows 65,535")
+    size = len(topic)
+    if size > 0xFFFF:
+        raise ValueError(f"a topic of {size} bytes: MQTT allows 65,535")
     if b"\x00" in topic:
         raise ValueError("MQTT topics must not contain U+0000")
     props = b""
     if version == V5:
         props = encode_properties(properties) if properties else b"\x00"
-    remaining = 2 + len(topic) + len(payload) + (2 if qos else 0) + len(props)
+    remaining = 2 + size + len(payload) + (2 if qos else 0) + len(props)
     first = 0x30 | qos << 1 | (1 if retain else 0) | (0x08 if dup else 0)
-    header = bytearray(_fixed_header(first, remaining))
-    header += len(topic).to_bytes(2, "big")
-    header += topic
+    if remaining < 0x4000:  # the usual sizes: a one- or two-byte Remaining Length
+        if remaining < 0x80:
+            fixed = _pack_header1(first, remaining, size)
+        else:
+            fixed = _pack_header2(first, remaining & 0x7F | 0x80, remaining >> 7, size)
+    else:
+        fixed = _fixed_header(first, remaining) + _pack_length(size)
     if qos:
-        header += packet_id.to_bytes(2, "big")
-    header += props
-    return b"".join((header, payload))
+        return b"".join((fixed, topic, _pack_length(packet_id), props, payload))
+    return b"".join((fixed, topic, props, payload))
 
 
 def encode(packet: Packet, version: int) -> bytes:
