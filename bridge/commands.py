@@ -40,6 +40,7 @@ from bridge.limits import (
     MAX_EPOCH_MS,
     json_depth_exceeds,
 )
+from bridge.normalize import compact_json
 from bridge.topics import Route
 
 # A request is a small JSON object; a larger payload is refused unread (CONTRACT section 9).
@@ -476,7 +477,8 @@ def transaction_json(value: Any) -> bytes:
     """The transaction as compact, canonical JSON (sorted keys; exact big integers)."""
     if type(value) is str or (type(value) is int and -(2**63) <= value < 2**64):
         try:
-            return orjson.dumps(value)  # the usual transactions, without the stdlib's cost
+            # The usual transactions, without the stdlib's cost (sized copy: it is kept).
+            return compact_json(value)
         except orjson.JSONEncodeError:
             pass  # a lone surrogate: the stdlib's error below
     return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -19,6 +21,7 @@ from bridge.commands import (
     convenience_request,
     parse_request,
     parse_timestamp,
+    transaction_json,
 )
 from bridge.config import COMMAND_NAMES
 from bridge.topics import NvrTopics
@@ -809,3 +812,53 @@ def test_parse_request_never_raises_for_json_objects(
         for sent in (parsed.call.body or {}, parsed.call.params or {}):
             assert "transaction" not in sent
             assert "timestamp" not in sent
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        7,
+        -(2**63),
+        2**64 - 1,
+        2**64,
+        "a1",
+        "caf\u00e9 \U0001f600",
+        "\ud800",
+        1.5,
+        True,
+        None,
+        {"b": [1, {"z": 1, "a": 2}], "a": "x"},
+    ],
+    ids=repr,
+)
+def test_transaction_json_is_the_canonical_stdlib_form(value):
+    """orjson's fast path gives exactly the stdlib's bytes."""
+    try:
+        expected = json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+        want: bytes | type[Exception] = expected.encode()
+    except UnicodeEncodeError:
+        want = UnicodeEncodeError
+    if want is UnicodeEncodeError:
+        with pytest.raises(UnicodeEncodeError):
+            transaction_json(value)
+        return
+    assert transaction_json(value) == want
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")  # pragma: no cover
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_kept_transactions_take_their_size_not_a_page_each():
+    """Every remembered request keeps its transaction's JSON: 20,000 of them must not
+    hold 20,000 of orjson's 4 KiB result buffers (80 MB; sized copies take about 1)."""
+    before = _rss_bytes()
+    kept = [transaction_json(n) for n in range(20_000)]
+    grown = _rss_bytes() - before
+    assert len(kept) == 20_000
+    assert grown < 20 * 1024 * 1024, f"RSS grew {grown / 1e6:.1f} MB"
