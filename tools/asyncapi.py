@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import difflib
 import functools
 import re
 import sys
@@ -59,6 +58,7 @@ from bridge.payloads import (
 )
 from bridge.publishing import InboundMessage, Publication
 from bridge.topics import TOPICS, BridgeTopics, NvrTopics, TopicSpec, sanitize_level
+from tools import generated
 
 ASYNCAPI_VERSION = "3.0.0"
 MQTT_BINDING_VERSION = "0.2.0"
@@ -926,19 +926,7 @@ def render_yaml(document: dict[str, Any]) -> str:
 
 def stale(path: Path, text: str) -> str | None:
     """Why the file at ``path`` is not ``text`` (None when it is): a diff and the remedy."""
-    try:
-        written = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        return f"{path}: cannot read it ({exc.strerror}); generate it with: {REGENERATE}"
-    if written == text:
-        return None
-    diff = list(
-        difflib.unified_diff(
-            written.splitlines(), text.splitlines(), str(path), "generated", lineterm=""
-        )
-    )
-    shown = "\n".join(diff[:60]) + ("\n..." if len(diff) > 60 else "")
-    return f"{path} is stale; regenerate it with: {REGENERATE}\n{shown}"
+    return generated.stale(path, text, REGENERATE)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

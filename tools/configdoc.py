@@ -15,7 +15,6 @@ validators (``NOTES``). ``tests/test_docs.py`` fails when the committed file is 
 from __future__ import annotations
 
 import argparse
-import difflib
 import sys
 import types
 from collections.abc import Iterator, Sequence
@@ -35,6 +34,7 @@ from bridge.config import (
     _Environment,
     _environment_overrides,
 )
+from tools import generated
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC_PATH = ROOT / "docs" / "configuration.md"
@@ -493,19 +493,7 @@ def render() -> str:
 
 def stale(path: Path, text: str) -> str | None:
     """Why the file at ``path`` is not ``text`` (None when it is): a diff and the remedy."""
-    try:
-        written = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        return f"{path}: cannot read it ({exc.strerror}); generate it with: {REGENERATE}"
-    if written == text:
-        return None
-    diff = list(
-        difflib.unified_diff(
-            written.splitlines(), text.splitlines(), str(path), "generated", lineterm=""
-        )
-    )
-    shown = "\n".join(diff[:60]) + ("\n..." if len(diff) > 60 else "")
-    return f"{path} is stale; regenerate it with: {REGENERATE}\n{shown}"
+    return generated.stale(path, text, REGENERATE)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
