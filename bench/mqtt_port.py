@@ -814,10 +814,7 @@ def main() -> int:
     if args.json:
         result["candidates"] = [asdict(c) for c in result["candidates"]]
         result["table"] = text.splitlines()
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-        print(f"raw figures: {path}")
+        bench.write_json(Path(args.json), result)
     return 0
 
 

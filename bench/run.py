@@ -1299,6 +1299,13 @@ def table(result: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     return "\n".join(lines), rows_out
 
 
+def write_json(path: Path, result: dict[str, Any]) -> None:
+    """Write a benchmark's raw figures (indented JSON) and say where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    print(f"raw figures: {path}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 run per figure, shorter latency")
@@ -1356,10 +1363,7 @@ def main() -> int:
           f"{result['meta']['other_cpu_fraction_of_machine']:.0%} of the machine meanwhile "
           f"({result['meta']['other_cpu_seconds_during_run']} CPU-s)")  # fmt: skip
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-        print(f"raw figures: {path}")
+        write_json(Path(args.json), result)
     return 0
 
 
