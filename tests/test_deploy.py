@@ -24,11 +24,9 @@ import os
 import random
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
-import time
 import tomllib
 from pathlib import Path
 from types import ModuleType
@@ -37,6 +35,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+
+from tests.conftest import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "nvr-bridge"
@@ -1758,18 +1758,6 @@ def test_node_red_function_on_demo_like_traffic_keeps_one_alarm_per_channel() ->
 NODE_RED = ROOT / "bench" / ".node-red" / "node_modules" / "node-red" / "red.js"
 
 
-def _listening(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _node_red_user_dir(directory: Path, broker_port: int, alarm_timeout: int) -> None:
     """mosquitto.conf, settings.js and flows.json (the example, on that broker) of a run."""
     (directory / "mosquitto.conf").write_text(
@@ -1784,7 +1772,7 @@ def _node_red_user_dir(directory: Path, broker_port: int, alarm_timeout: int) ->
     (directory / "flows.json").write_text(json.dumps(flows))
     settings = {
         "uiHost": "127.0.0.1",
-        "uiPort": _free_port(),
+        "uiPort": free_port(),
         "httpAdminRoot": False,
         "httpNodeRoot": False,
         "flowFile": "flows.json",
@@ -1803,7 +1791,7 @@ def test_node_red_runs_the_flow_against_a_broker(tmp_path: Path) -> None:
     mosquitto, publish, subscribe = (
         _tool(n) for n in ("mosquitto", "mosquitto_pub", "mosquitto_sub")
     )
-    broker_port = _free_port()
+    broker_port = free_port()
     _node_red_user_dir(tmp_path, broker_port, alarm_timeout=2)
     processes: list[subprocess.Popen[str]] = []
 
@@ -1820,9 +1808,7 @@ def test_node_red_runs_the_flow_against_a_broker(tmp_path: Path) -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while not _listening(broker_port) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for_port(broker_port)
         requests = start(
             subscribe, "-p", str(broker_port), "-q", "1", "-t", "everfocus/+/request/manual_alarm",
             "-F", "%q %r %t %p", "-C", "4", "-W", "60", stdout=subprocess.PIPE,
@@ -1857,7 +1843,6 @@ def test_node_red_runs_the_flow_against_a_broker(tmp_path: Path) -> None:
                 publish, "-p", str(broker_port), "-q", "1", "-t", topic, "-m", json.dumps(payload)
             )
             assert sent.returncode == 0, sent.stderr
-            time.sleep(0.2)
 
         event(2, "active")
         event(2, "active")
